@@ -1,0 +1,108 @@
+/**
+ * The few libc calls the kernel layer needs, through bun:ffi. This is the project's one module that
+ * imports `bun:*` for kernel access, so that everything above it stays plain TypeScript.
+ *
+ * Every call is synchronous on the calling (JS) thread: that is what makes `setns` safe to use,
+ * because the thread that switched namespaces is the one that does the work and switches back.
+ */
+import { dlopen, FFIType, read, CString } from "bun:ffi";
+import { constants as osConstants } from "node:os";
+
+const lib = dlopen("libc.so.6", {
+  socket: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+  send: { args: [FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i64 },
+  recv: { args: [FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i64 },
+  setsockopt: {
+    args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32],
+    returns: FFIType.i32,
+  },
+  close: { args: [FFIType.i32], returns: FFIType.i32 },
+  setns: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+  flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+  strerror: { args: [FFIType.i32], returns: FFIType.ptr },
+  __errno_location: { args: [], returns: FFIType.ptr },
+});
+const c = lib.symbols;
+
+export const AF_NETLINK = 16;
+export const SOCK_RAW = 3;
+export const SOCK_CLOEXEC = 0o2000000;
+export const NETLINK_ROUTE = 0;
+export const SOL_NETLINK = 270;
+export const NETLINK_CAP_ACK = 10;
+export const NETLINK_EXT_ACK = 11;
+export const NETLINK_GET_STRICT_CHK = 12;
+export const CLONE_NEWNET = 0x40000000;
+export const LOCK_EX = 2;
+export const LOCK_UN = 8;
+
+const errnoNames = new Map<number, string>(
+  Object.entries(osConstants.errno).map(([name, value]) => [value, name]),
+);
+
+/** A failed libc call: the errno, its symbolic name and libc's description of it. */
+export class SyscallError extends Error {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+  ) {
+    super(`${call}: ${describeErrno(errno)}`);
+    this.name = "SyscallError";
+  }
+  get code(): string {
+    return errnoNames.get(this.errno) ?? `errno ${this.errno}`;
+  }
+}
+
+/** "file exists (EEXIST)": what strerror says, plus the name people search for. */
+export function describeErrno(errno: number): string {
+  const text = c.strerror(errno);
+  const message = text ? new CString(text).toString().toLowerCase() : `errno ${errno}`;
+  const name = errnoNames.get(errno);
+  return name ? `${message} (${name})` : message;
+}
+
+export function errnoName(errno: number): string {
+  return errnoNames.get(errno) ?? `errno ${errno}`;
+}
+
+function lastErrno(): number {
+  const where = c.__errno_location();
+  return where ? read.i32(where, 0) : 0;
+}
+
+function check(call: string, ret: number | bigint): number {
+  const n = Number(ret);
+  if (n < 0) throw new SyscallError(call, lastErrno());
+  return n;
+}
+
+export function socket(domain: number, type: number, protocol: number): number {
+  return check("socket", c.socket(domain, type, protocol));
+}
+
+export function setsockoptInt(fd: number, level: number, option: number, value: number): void {
+  const v = new Int32Array([value]);
+  check("setsockopt", c.setsockopt(fd, level, option, v, 4));
+}
+
+export function send(fd: number, data: Uint8Array): number {
+  return check("send", c.send(fd, data, data.byteLength, 0));
+}
+
+export function recv(fd: number, into: Uint8Array, flags = 0): number {
+  return check("recv", c.recv(fd, into, into.byteLength, flags));
+}
+
+export function close(fd: number): void {
+  c.close(fd);
+}
+
+/** Moves the calling thread (the JS thread) into the namespace `fd` refers to. */
+export function setns(fd: number, nstype: number): void {
+  check("setns", c.setns(fd, nstype));
+}
+
+export function flock(fd: number, operation: number): void {
+  check("flock", c.flock(fd, operation));
+}
