@@ -1,0 +1,6 @@
+/** Every plugin the executable carries, by the name it is invoked as. */
+import type { PluginVerbs } from "../shared/cni/skel.ts";
+import { ipvlan } from "./ipvlan/main.ts";
+import { macvlan } from "./macvlan/main.ts";
+
+export const PLUGINS: Record<string, PluginVerbs> = { macvlan, ipvlan };

@@ -1,0 +1,254 @@
+/**
+ * The verbs of an interface plugin whose interface is a child link of a master (macvlan, ipvlan):
+ * create it inside the pod as CNI_IFNAME, address it from IPAM (or from prevResult when chained),
+ * and undo everything if any step fails. A plugin supplies only what differs: its config, the link
+ * to create, and what CHECK verifies about the link itself.
+ */
+import { CniError, ErrorCode } from "./cni/errors.ts";
+import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus } from "./cni/ipam.ts";
+import type { PluginVerbs } from "./cni/skel.ts";
+import type { CmdArgs, NetConf, Result } from "./cni/types.ts";
+import { checkInterface, configureInterface, defaultRouteLink, kernel } from "./configure.ts";
+import { logger } from "./log.ts";
+import { type Link, type LinkSpec, Netlink, NetlinkError, isNotFound } from "./netlink/index.ts";
+import { Netns, NetnsNotFoundError, sysctlSet } from "./netns.ts";
+
+export interface ChildLinkConfig {
+  /** Undefined: chosen by `resolveMaster`, or the link of the default route. */
+  master?: string;
+  /** 0: inherit the master's. */
+  mtu: number;
+  /** The master lives in the pod's namespace. */
+  linkInContainer: boolean;
+  hasIpam: boolean;
+}
+
+export interface ChildLinkKind<C extends ChildLinkConfig> {
+  name: string;
+  loadConfig(conf: NetConf, cniArgs: string): C;
+  /** The link to create as CNI_IFNAME on `master` (netnsFd is filled in by the mechanism). */
+  linkSpec(config: C, master: Link, ifName: string): LinkSpec;
+  /** CHECK: the kernel's view of the link matches the config; throw a CniError if not. */
+  checkLink(config: C, link: Link, ifName: string): void;
+  /**
+   * Chained use (ipvlan): when `master` is not configured, the master named by prevResult.
+   * Returns undefined when the config alone decides.
+   */
+  chainedMaster?(conf: NetConf): string | undefined;
+  /** Chained use (ipvlan): with no IPAM, apply prevResult's addresses instead. */
+  addressesFromPrevResult?: boolean;
+}
+
+export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C>): PluginVerbs {
+  const log = logger(kind.name);
+
+  function findMaster(config: C, conf: NetConf, nl: Netlink): Link {
+    const name = config.master ?? kind.chainedMaster?.(conf);
+    if (!name) return defaultRouteLink(nl);
+    const master = nl.linkByName(name);
+    if (!master) throw new CniError(ErrorCode.InvalidConfig, `master "${name}" not found`);
+    return master;
+  }
+
+  function createLink(config: C, args: CmdArgs, pod: Netns, podNl: Netlink, masterNl: Netlink): Link {
+    const master = findMaster(config, args.conf, masterNl);
+    if (config.mtu > master.mtu) {
+      throw new CniError(ErrorCode.InvalidConfig, `mtu ${config.mtu} is above the MTU of master "${master.name}" (${master.mtu})`);
+    }
+    const spec = kind.linkSpec(config, master, args.ifName);
+    // Born in the pod: there is no moment where the link sits on the node under the pod's name.
+    if (!config.linkInContainer) spec.netnsFd = pod.fd;
+    try {
+      masterNl.linkAdd(spec);
+    } catch (err) {
+      if (err instanceof NetlinkError && err.errnoName === "EEXIST") {
+        throw new CniError(ErrorCode.Kernel, `interface "${args.ifName}" already exists in the pod`);
+      }
+      const reason = err instanceof Error ? err.message : String(err);
+      throw new CniError(ErrorCode.Kernel, `failed to create ${kind.name} "${args.ifName}" on master "${master.name}": ${reason}`);
+    }
+    const link = podNl.linkByName(args.ifName);
+    if (!link) throw new CniError(ErrorCode.Kernel, `${kind.name} "${args.ifName}" vanished right after creation`);
+    return link;
+  }
+
+  /** The addresses and routes for the new link: from IPAM, or passed down the chain. */
+  function addressing(config: C, args: CmdArgs): Result | undefined {
+    if (config.hasIpam) {
+      const ipam = ipamAdd(args);
+      if (!ipam.ips || ipam.ips.length === 0) {
+        releaseAddress(args);
+        throw new CniError(ErrorCode.Delegate, `IPAM plugin "${args.conf.ipam?.type}" returned no IP addresses`);
+      }
+      return ipam;
+    }
+    const prev = args.conf.prevResult;
+    if (kind.addressesFromPrevResult && prev?.ips && prev.ips.length > 0) return prev;
+    return undefined;
+  }
+
+  function configure(config: C, args: CmdArgs, pod: Netns, podNl: Netlink, link: Link): Result {
+    const result: Result = {
+      cniVersion: args.conf.cniVersion,
+      interfaces: [{ name: args.ifName, mac: link.mac, sandbox: args.netns }],
+    };
+    const addresses = addressing(config, args);
+    if (!addresses) {
+      kernel(`failed to set "${args.ifName}" up`, () => podNl.linkSet(link.index, { up: true }));
+    } else {
+      try {
+        result.ips = (addresses.ips ?? []).map((ip) => ({ ...ip, interface: 0 }));
+        if (addresses.routes) result.routes = addresses.routes;
+        pod.run(() => announceOnUp(args.ifName));
+        configureInterface(pod, podNl, args.ifName, result);
+      } catch (err) {
+        if (config.hasIpam) releaseAddress(args);
+        throw err;
+      }
+    }
+    if (args.conf.dns) result.dns = args.conf.dns;
+    return result;
+  }
+
+  /** With these the kernel sends gratuitous ARP / unsolicited NA itself when the link comes up. */
+  function announceOnUp(ifName: string): void {
+    for (const name of [`net/ipv4/conf/${ifName}/arp_notify`, `net/ipv6/conf/${ifName}/ndisc_notify`]) {
+      try {
+        sysctlSet(name, "1");
+      } catch (err) {
+        log.debug(`cannot set ${name}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  }
+
+  function releaseAddress(args: CmdArgs): void {
+    try {
+      ipamDel(args);
+    } catch (err) {
+      log.error(`releasing the address after a failed ADD: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  return {
+    name: kind.name,
+
+    add(args) {
+      const config = kind.loadConfig(args.conf, args.args);
+      const pod = Netns.open(args.netns);
+      const podNl = pod.netlink();
+      const hostNl = config.linkInContainer ? undefined : Netlink.open();
+      try {
+        const link = createLink(config, args, pod, podNl, hostNl ?? podNl);
+        try {
+          return configure(config, args, pod, podNl, link);
+        } catch (err) {
+          // Leave nothing behind: the runtime need not call DEL for an ADD that failed.
+          removeLink(podNl, link.index, args.ifName);
+          throw err;
+        }
+      } finally {
+        hostNl?.close();
+        podNl.close();
+        pod.close();
+      }
+    },
+
+    del(args) {
+      const config = kind.loadConfig(args.conf, args.args);
+      // The link first, so that a failing IPAM cannot keep the pod's interface alive. No master
+      // lookup: DEL must work when the node's routes or the master are gone.
+      if (args.netns) {
+        try {
+          const pod = Netns.open(args.netns);
+          try {
+            const podNl = pod.netlink();
+            try {
+              const link = podNl.linkByName(args.ifName);
+              if (link) removeLink(podNl, link.index, args.ifName);
+            } finally {
+              podNl.close();
+            }
+          } finally {
+            pod.close();
+          }
+        } catch (err) {
+          if (!(err instanceof NetnsNotFoundError)) throw err;
+        }
+      }
+      if (config.hasIpam) ipamDel(args);
+    },
+
+    check(args) {
+      const config = kind.loadConfig(args.conf, args.args);
+      const prev = args.conf.prevResult;
+      if (!prev) throw new CniError(ErrorCode.InvalidConfig, "required prevResult missing");
+      if (config.hasIpam) ipamCheck(args);
+      const mine = (prev.interfaces ?? []).find((i) => i.name === args.ifName && i.sandbox === args.netns);
+      if (!mine) {
+        throw new CniError(ErrorCode.InvalidConfig, `prevResult has no interface "${args.ifName}" in sandbox "${args.netns}"`);
+      }
+      const pod = Netns.open(args.netns);
+      const podNl = pod.netlink();
+      try {
+        const link = podNl.linkByName(args.ifName);
+        if (!link) throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" not found in the pod`);
+        if (link.info?.kind !== kind.name) {
+          throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" is a ${link.info?.kind ?? "plain"} link, not ${kind.name}`);
+        }
+        kind.checkLink(config, link, args.ifName);
+        // The parent can be named only when the config names it: a master taken from the default
+        // route or from a chain at ADD time may legitimately be another link now.
+        if (config.master) {
+          const masterNl = config.linkInContainer ? podNl : Netlink.open();
+          try {
+            const master = masterNl.linkByName(config.master);
+            if (!master) throw new CniError(ErrorCode.Internal, `master "${config.master}" not found`);
+            if (link.parentIndex !== master.index) {
+              throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" is not a ${kind.name} of master "${master.name}"`);
+            }
+          } finally {
+            if (masterNl !== podNl) masterNl.close();
+          }
+        }
+        if (mine.mac && mine.mac.toLowerCase() !== link.mac) {
+          throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" has MAC ${link.mac}, expected ${mine.mac}`);
+        }
+        checkInterface(podNl, link, args.ifName, prev);
+      } finally {
+        podNl.close();
+        pod.close();
+      }
+    },
+
+    status(args) {
+      const config = kind.loadConfig(args.conf, args.args);
+      // Only a configured master on the node can be checked: STATUS has no pod to look into.
+      if (config.master && !config.linkInContainer) {
+        const hostNl = Netlink.open();
+        try {
+          if (!hostNl.linkByName(config.master)) {
+            throw new CniError(ErrorCode.Unavailable, `${kind.name} cannot add interfaces: master "${config.master}" not found`);
+          }
+        } finally {
+          hostNl.close();
+        }
+      }
+      if (config.hasIpam) ipamStatus(args);
+    },
+
+    gc(args) {
+      // Upstream drops GC here; the IPAM plugin owns the leases that GC exists to reclaim.
+      if (args.conf.ipam?.type) ipamGc(args);
+    },
+  };
+}
+
+function removeLink(nl: Netlink, index: number, ifName: string): void {
+  try {
+    nl.linkDel(index);
+  } catch (err) {
+    if (!isNotFound(err)) {
+      throw new CniError(ErrorCode.Kernel, `failed to delete "${ifName}": ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+}
