@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the upstream reference binaries our conformance suite compares against, with the Go
+# module proxy, into a git-ignored cache. Pinned versions; a cached build is reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PLUGINS_VERSION=v1.9.1
+CNI_VERSION=v1.3.0
+OUT=".cache/upstream/plugins-$PLUGINS_VERSION"
+
+if [ -x "$OUT/macvlan" ] && [ -x "$OUT/static" ] && [ -x "$OUT/ipvlan" ] && [ -x "$OUT/sbr" ] \
+   && [ -x "$OUT/host-local" ] && [ -x "$OUT/cnitool" ]; then
+  echo "upstream binaries cached in $OUT"
+  exit 0
+fi
+command -v go >/dev/null || { echo "go is required to build the upstream reference plugins" >&2; exit 1; }
+mkdir -p "$OUT"
+export GOBIN="$PWD/$OUT" CGO_ENABLED=0 GOFLAGS=-mod=mod
+echo "building upstream containernetworking/plugins $PLUGINS_VERSION and cnitool $CNI_VERSION into $OUT"
+go install -trimpath \
+  -ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$PLUGINS_VERSION" \
+  github.com/containernetworking/plugins/plugins/main/macvlan@$PLUGINS_VERSION \
+  github.com/containernetworking/plugins/plugins/main/ipvlan@$PLUGINS_VERSION \
+  github.com/containernetworking/plugins/plugins/meta/sbr@$PLUGINS_VERSION \
+  github.com/containernetworking/plugins/plugins/ipam/host-local@$PLUGINS_VERSION \
+  github.com/containernetworking/plugins/plugins/ipam/static@$PLUGINS_VERSION
+go install -trimpath -ldflags "-s -w" github.com/containernetworking/cni/cnitool@$CNI_VERSION
+ls -la "$OUT"

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests (vitest, pure logic) and the conformance suite (compiled
+# binaries against the real kernel). Ends with one line "N passed, N failed" over every suite.
+#
+#   npm test                      # everything
+#   npm test -- conformance/macvlan.test.ts   # only the files named (unit or conformance)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+[ -x bin/macvlan ] || npm run build
+bash scripts/build-upstream.sh >/dev/null
+
+reports=$(mktemp -d)
+trap 'rm -rf "$reports"' EXIT
+status=0
+
+unit=() conformance=()
+for arg in "$@"; do
+  case "$arg" in conformance/*) conformance+=("$arg") ;; *) unit+=("$arg") ;; esac
+done
+run_unit=1 run_conformance=1
+if [ $# -gt 0 ]; then
+  [ ${#unit[@]} -gt 0 ] || run_unit=0
+  [ ${#conformance[@]} -gt 0 ] || run_conformance=0
+fi
+
+if [ $run_unit = 1 ]; then
+  echo "== unit tests"
+  npx vitest run --reporter=default --reporter=json --outputFile.json="$reports/unit.json" "${unit[@]}" || status=1
+fi
+if [ $run_conformance = 1 ]; then
+  echo "== conformance tests (compiled binaries, real kernel)"
+  npx vitest run --config conformance/vitest.config.ts --reporter=default --reporter=json \
+    --outputFile.json="$reports/conformance.json" "${conformance[@]}" || status=1
+fi
+
+node -e '
+  const fs = require("fs");
+  let passed = 0, failed = 0;
+  for (const file of fs.readdirSync(process.argv[1])) {
+    const report = JSON.parse(fs.readFileSync(process.argv[1] + "/" + file, "utf8"));
+    passed += report.numPassedTests;
+    failed += report.numFailedTests;
+    // A file that failed to load has no failed test but is a failure all the same.
+    if (!report.success && report.numFailedTests === 0) failed += Math.max(1, report.numFailedTestSuites);
+  }
+  console.log(`${passed} passed, ${failed} failed`);
+' "$reports"
+exit $status
