@@ -72,6 +72,15 @@ export class Netns {
     }
   }
 
+  /**
+   * Serialises plugins working on the same namespace: an exclusive flock on the namespace's own
+   * inode, held until close(). Nothing is created at the namespace path (upstream sbr's O_CREAT
+   * lock file re-creates a vanished netns path as a plain file and then breaks DEL).
+   */
+  lock(): void {
+    libc.flock(this.fd, libc.LOCK_EX);
+  }
+
   /** A netlink handle acting on this namespace, usable after we are back home. */
   netlink(): Netlink {
     return this.run(() => Netlink.open());

@@ -116,6 +116,8 @@ export interface RouteSpec {
   src?: IP;
   mtu?: number;
   advmss?: number;
+  /** Who made the route (RTPROT_*). Default 3 (boot), as `ip route add` and upstream. */
+  protocol?: number;
 }
 
 export interface Route extends RouteSpec {
@@ -367,7 +369,7 @@ function encodeRoute(route: RouteSpec): Uint8Array[] {
     family: afOf(family),
     dstLen: route.dst.length,
     table: table < 256 ? table : 0,
-    protocol: RTPROT_BOOT,
+    protocol: route.protocol ?? RTPROT_BOOT,
     scope: route.scope ?? RT_SCOPE_UNIVERSE,
     type: RTN_UNICAST,
   };
