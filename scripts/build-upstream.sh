@@ -6,14 +6,26 @@ cd "$(dirname "$0")/.."
 
 PLUGINS_VERSION=v1.9.1
 CNI_VERSION=v1.3.0
+WHEREABOUTS_VERSION=v0.9.4   # pinned in tools/whereabouts/go.mod
 OUT=".cache/upstream/plugins-$PLUGINS_VERSION"
+WHEREABOUTS_OUT=".cache/upstream/whereabouts-$WHEREABOUTS_VERSION"
+
+command -v go >/dev/null || { echo "go is required to build the upstream reference plugins" >&2; exit 1; }
+
+# whereabouts' go.mod has a replace line, which `go install pkg@version` refuses: it is built from
+# a tools module that requires it (tools/whereabouts).
+if [ ! -x "$WHEREABOUTS_OUT/whereabouts" ]; then
+  echo "building upstream whereabouts $WHEREABOUTS_VERSION into $WHEREABOUTS_OUT"
+  mkdir -p "$WHEREABOUTS_OUT"
+  (cd tools/whereabouts && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" \
+    -o "../../$WHEREABOUTS_OUT/whereabouts" github.com/k8snetworkplumbingwg/whereabouts/cmd)
+fi
 
 if [ -x "$OUT/macvlan" ] && [ -x "$OUT/static" ] && [ -x "$OUT/ipvlan" ] && [ -x "$OUT/sbr" ] \
    && [ -x "$OUT/host-local" ] && [ -x "$OUT/cnitool" ]; then
-  echo "upstream binaries cached in $OUT"
+  echo "upstream binaries cached in $OUT and $WHEREABOUTS_OUT"
   exit 0
 fi
-command -v go >/dev/null || { echo "go is required to build the upstream reference plugins" >&2; exit 1; }
 mkdir -p "$OUT"
 export GOBIN="$PWD/$OUT" CGO_ENABLED=0 GOFLAGS=-mod=mod
 echo "building upstream containernetworking/plugins $PLUGINS_VERSION and cnitool $CNI_VERSION into $OUT"
