@@ -1,0 +1,119 @@
+import { afterAll, describe, expect, test } from "vitest";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { KubeconfigError, currentToken, inClusterConnection, loadKubeconfig, resolveKubeconfig } from "./config.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "kubeconfig-test-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+function config(overrides: { cluster?: object; user?: object; context?: object } = {}) {
+  return {
+    apiVersion: "v1",
+    kind: "Config",
+    "current-context": "ctx",
+    contexts: [{ name: "ctx", context: { cluster: "c", user: "u", ...overrides.context } }],
+    clusters: [{ name: "c", cluster: { server: "https://10.0.0.1:6443/", ...overrides.cluster } }],
+    users: [{ name: "u", user: { token: "abc", ...overrides.user } }],
+  };
+}
+
+describe("kubeconfig", () => {
+  test("token, inline CA, namespace of the current context", () => {
+    const c = resolveKubeconfig(
+      config({ cluster: { "certificate-authority-data": Buffer.from(PEM).toString("base64") }, context: { namespace: "whereabouts" } }),
+      "/k",
+    );
+    expect(c).toEqual({ server: "https://10.0.0.1:6443", ca: PEM, insecureSkipTlsVerify: false, token: "abc", namespace: "whereabouts" });
+  });
+
+  test("no namespace in the context means kube-system, as upstream", () => {
+    expect(resolveKubeconfig(config(), "/k").namespace).toBe("kube-system");
+  });
+
+  test("files are read relative to the kubeconfig; the token file wins over the token", () => {
+    writeFileSync(join(dir, "ca.crt"), PEM);
+    writeFileSync(join(dir, "token"), "from-file\n");
+    writeFileSync(join(dir, "client.crt"), "CERT");
+    writeFileSync(join(dir, "client.key"), "KEY");
+    const c = resolveKubeconfig(
+      config({
+        cluster: { "certificate-authority": "ca.crt", "insecure-skip-tls-verify": true },
+        user: { tokenFile: "token", "client-certificate": "client.crt", "client-key": join(dir, "client.key") },
+      }),
+      join(dir, "kubeconfig"),
+    );
+    expect(c.ca).toBe(PEM);
+    expect(c.insecureSkipTlsVerify).toBe(true);
+    expect(c.clientCert).toBe("CERT");
+    expect(c.clientKey).toBe("KEY");
+    expect(currentToken(c)).toBe("from-file");
+  });
+
+  test("YAML, as kubectl and upstream's installer write it", async () => {
+    const path = join(dir, "yaml.kubeconfig");
+    writeFileSync(
+      path,
+      [
+        "apiVersion: v1",
+        "clusters:",
+        "- cluster:",
+        "    server: https://127.0.0.1:443",
+        "    insecure-skip-tls-verify: true",
+        "  name: local",
+        "contexts:",
+        "- context:",
+        "    cluster: local",
+        "    namespace: kube-system",
+        "    user: whereabouts",
+        "  name: whereabouts-context",
+        "current-context: whereabouts-context",
+        "kind: Config",
+        "users:",
+        "- name: whereabouts",
+        "  user:",
+        '    token: "t0k"',
+        "",
+      ].join("\n"),
+    );
+    const c = await loadKubeconfig(path);
+    expect(c).toMatchObject({ server: "https://127.0.0.1:443", token: "t0k", namespace: "kube-system", insecureSkipTlsVerify: true });
+  });
+
+  test.each([
+    [{ ...config(), "current-context": "" }, /no current-context/],
+    [{ ...config(), "current-context": "other" }, /no context named "other"/],
+    [config({ context: { cluster: "nope" } }), /no cluster named "nope"/],
+    [config({ cluster: { server: "" } }), /has no server/],
+    [config({ cluster: { "certificate-authority": "/nonexistent/ca" } }), /certificate-authority \/nonexistent\/ca/],
+    ["just a string", /not an object/],
+  ])("a broken kubeconfig says what is wrong (%#)", (document, message) => {
+    expect(() => resolveKubeconfig(document, "/k")).toThrow(KubeconfigError);
+    expect(() => resolveKubeconfig(document, "/k")).toThrow(message);
+  });
+
+  test("a missing file", async () => {
+    await expect(loadKubeconfig(join(dir, "missing"))).rejects.toThrow(/kubeconfig .*missing/);
+  });
+});
+
+describe("in-cluster", () => {
+  test("the service account's token file, CA and namespace; IPv6 service host bracketed", () => {
+    writeFileSync(join(dir, "ca.crt"), PEM);
+    writeFileSync(join(dir, "namespace"), "whereabouts\n");
+    const c = inClusterConnection({ KUBERNETES_SERVICE_HOST: "fd00::1", KUBERNETES_SERVICE_PORT: "443" }, dir);
+    expect(c).toEqual({
+      server: "https://[fd00::1]:443",
+      ca: PEM,
+      insecureSkipTlsVerify: false,
+      tokenFile: join(dir, "token"),
+      namespace: "whereabouts",
+    });
+  });
+
+  test("outside a pod it says so", () => {
+    expect(() => inClusterConnection({}, dir)).toThrow(/KUBERNETES_SERVICE_HOST/);
+  });
+});
