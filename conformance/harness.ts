@@ -5,7 +5,7 @@
  * Every namespace a test makes is named `cnit<pid>-...` and removed by `cleanup()`; a run also
  * sweeps namespaces left by an earlier run that was killed.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -31,6 +31,11 @@ export interface Execution {
  */
 export interface Executor {
   run(argv: string[], options?: { env?: Record<string, string>; input?: string }): Execution;
+  /**
+   * A folder that this process and the executor's commands both see, at the same path (a guest's
+   * read-write share): pluginDir() makes its folders there. Unset: the OS temp dir.
+   */
+  scratchDir?: string;
 }
 
 export const localExecutor: Executor = {
@@ -176,7 +181,7 @@ export function cni(binary: string, call: CniCall, config: unknown, inNs?: strin
 
 /** A temporary directory of plugins for CNI_PATH: our binaries, upstream's static IPAM, helpers. */
 export function pluginDir(extra: Record<string, string> = {}): string {
-  const dir = mkdtempSync(join(tmpdir(), "cnit-path-"));
+  const dir = mkdtempSync(join(executor.scratchDir ?? tmpdir(), "cnit-path-"));
   for (const [name, script] of Object.entries(extra)) {
     writeFileSync(join(dir, name), script);
     chmodSync(join(dir, name), 0o755);
@@ -253,4 +258,44 @@ export function ping(fromNs: string, address: string): boolean {
   const run = executor.run(["ip", "netns", "exec", fromNs, "ping", "-c", "1", "-W", "2", address]);
   if (/exec of "ping" failed/.test(run.stderr)) throw new Error("ping is not installed (Debian package iputils-ping)");
   return run.status === 0;
+}
+
+/** The environment `cni()` gives a plugin for `call`. */
+export function cniEnvironment(call: CniCall): Record<string, string> {
+  const env: Record<string, string> = { PATH: process.env.PATH ?? "/usr/bin:/bin", CNI_COMMAND: call.command };
+  if (call.containerId !== undefined) env.CNI_CONTAINERID = call.containerId;
+  if (call.netns !== undefined) env.CNI_NETNS = call.netns;
+  if (call.ifName !== undefined) env.CNI_IFNAME = call.ifName;
+  if (call.args !== undefined) env.CNI_ARGS = call.args;
+  env.CNI_PATH = call.path ?? BIN;
+  for (const [key, value] of Object.entries(call.env ?? {})) {
+    if (value === undefined) delete env[key];
+    else env[key] = value;
+  }
+  return env;
+}
+
+/**
+ * `cni()` without waiting for the plugin, so that many run at once as racing runtimes would start
+ * them. Always runs on this machine (a child process of the test), whatever the executor.
+ */
+export function cniAsync(binary: string, call: CniCall, config: unknown): Promise<CniOutput> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(binary, [], { env: cniEnvironment(call), stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+    child.on("error", reject);
+    child.on("close", (code) => {
+      let json: Record<string, unknown> | undefined;
+      try {
+        json = stdout.trim() ? (JSON.parse(stdout) as Record<string, unknown>) : undefined;
+      } catch {
+        json = undefined;
+      }
+      resolvePromise({ code: code ?? -1, stdout, stderr, json });
+    });
+    child.stdin.end(typeof config === "string" ? config : JSON.stringify(config));
+  });
 }
