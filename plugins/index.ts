@@ -3,5 +3,6 @@ import type { PluginVerbs } from "../shared/cni/skel.ts";
 import { ipvlan } from "./ipvlan/main.ts";
 import { macvlan } from "./macvlan/main.ts";
 import { sbr } from "./sbr/main.ts";
+import { whereabouts } from "./whereabouts/main.ts";
 
-export const PLUGINS: Record<string, PluginVerbs> = { macvlan, ipvlan, sbr };
+export const PLUGINS: Record<string, PluginVerbs> = { macvlan, ipvlan, sbr, whereabouts };

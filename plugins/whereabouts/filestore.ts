@@ -1,0 +1,248 @@
+/**
+ * The node-local store (`"datastore": "file"`): upstream's objects as JSON files, for a single
+ * node. One directory per network_name, mirroring the CRDs:
+ *
+ *   <datastore_dir>/<network_name or "default">/           0700
+ *     ippools/<IPPool name>.json                          0600  {"range", "allocations": {offset: {id, podref, ifname}}}
+ *     ippools/<IPPool name>.lock                          0600  empty; flock'ed while the pool is read, changed and written
+ *     overlappingrangeipreservations/<ORIP name>.json     0600  {"podref", "ifname"}
+ *     overlappingrangeipreservations.lock                 0600  flock'ed around every claim and release
+ *
+ * Files are replaced atomically (write a temporary file, fsync, rename, fsync the directory), so
+ * a crash leaves the old or the new content, never a mix. A pool update is a read-change-write
+ * under the pool's lock; a reservation claim happens inside it, before the pool is written, so a
+ * crash in between leaves at worst a reservation without its allocation: an address blocked,
+ * never one handed out twice.
+ *
+ * The lock itself comes from outside (`Locker`): flock(2) in the plugin (lock.ts, which needs
+ * bun:ffi), anything in unit tests.
+ */
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, accessSync, constants } from "node:fs";
+import { dirname, join } from "node:path";
+import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
+import { isJsonObject } from "../../shared/cni/json.ts";
+import { type Allocation, type ClaimOutcome, type Pool, type PoolChange, type PoolId, type ReservationHolder, type WhereaboutsStore, sameHolder } from "./store.ts";
+
+/** Takes an exclusive lock named by `path` (creating the file, mode 0600) and returns its release. */
+export type Locker = (path: string) => () => void;
+
+/** The directory of networks without a network_name. */
+export const DEFAULT_SCOPE = "default";
+const POOLS = "ippools";
+const RESERVATIONS = "overlappingrangeipreservations";
+
+export interface FileStoreOptions {
+  /** datastore_dir. */
+  dir: string;
+  /** network_name; empty for none. */
+  networkName: string;
+  lock: Locker;
+}
+
+export function openFileStore(options: FileStoreOptions): WhereaboutsStore {
+  return new FileStore(options);
+}
+
+function storeError(what: string, path: string, err: unknown): CniError {
+  const reason = err instanceof Error ? err.message : String(err);
+  return new CniError(ErrorCode.IOFailure, `whereabouts file store: cannot ${what} ${path}: ${reason}`);
+}
+
+function isNotFound(err: unknown): boolean {
+  return err instanceof Error && "code" in err && err.code === "ENOENT";
+}
+
+class FileStore implements WhereaboutsStore {
+  private readonly root: string;
+  private readonly lock: Locker;
+
+  constructor(options: FileStoreOptions) {
+    this.root = join(options.dir, options.networkName || DEFAULT_SCOPE);
+    this.lock = options.lock;
+  }
+
+  private poolPath(name: string): string {
+    return join(this.root, POOLS, `${name}.json`);
+  }
+
+  private reservationPath(name: string): string {
+    return join(this.root, RESERVATIONS, `${name}.json`);
+  }
+
+  async readPool(pool: PoolId): Promise<Pool> {
+    const path = this.poolPath(pool.name);
+    const decoded = readJson(path);
+    return decoded === undefined ? { range: pool.range, allocations: new Map() } : decodePool(decoded, path);
+  }
+
+  async updatePool<T>(pool: PoolId, change: (current: Pool) => Promise<PoolChange<T>>): Promise<T> {
+    const path = this.poolPath(pool.name);
+    makeDir(dirname(path));
+    const unlock = this.takeLock(join(this.root, POOLS, `${pool.name}.lock`));
+    try {
+      const current = await this.readPool(pool);
+      const { allocations, value } = await change(current);
+      if (allocations !== undefined) writeAtomically(path, encodePool(current.range, allocations));
+      return value;
+    } finally {
+      unlock();
+    }
+  }
+
+  async claimReservation(name: string, holder: ReservationHolder): Promise<ClaimOutcome> {
+    return this.withReservations(() => {
+      const path = this.reservationPath(name);
+      const existing = readJson(path);
+      if (existing !== undefined) return sameHolder(decodeHolder(existing, path), holder) ? "held" : "taken";
+      writeAtomically(path, `${JSON.stringify(encodeHolder(holder), null, 2)}\n`);
+      return "claimed";
+    });
+  }
+
+  async releaseReservation(name: string, holder: ReservationHolder): Promise<boolean> {
+    return this.withReservations(() => {
+      const path = this.reservationPath(name);
+      const existing = readJson(path);
+      if (existing === undefined || !sameHolder(decodeHolder(existing, path), holder)) return false;
+      try {
+        unlinkSync(path);
+        syncDir(dirname(path));
+      } catch (err) {
+        throw storeError("remove", path, err);
+      }
+      return true;
+    });
+  }
+
+  async ping(): Promise<void> {
+    for (const dir of [join(this.root, POOLS), join(this.root, RESERVATIONS)]) {
+      makeDir(dir);
+      try {
+        accessSync(dir, constants.R_OK | constants.W_OK | constants.X_OK);
+      } catch (err) {
+        throw storeError("write to", dir, err);
+      }
+    }
+  }
+
+  async close(): Promise<void> {}
+
+  private withReservations<T>(work: () => T): T {
+    makeDir(join(this.root, RESERVATIONS));
+    const unlock = this.takeLock(join(this.root, `${RESERVATIONS}.lock`));
+    try {
+      return work();
+    } finally {
+      unlock();
+    }
+  }
+
+  private takeLock(path: string): () => void {
+    try {
+      return this.lock(path);
+    } catch (err) {
+      throw storeError("lock", path, err);
+    }
+  }
+}
+
+function makeDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw storeError("create directory", dir, err);
+  }
+}
+
+/** The decoded JSON at `path`, or undefined when there is no file. */
+function readJson(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw storeError("read", path, err);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw storeError("decode", path, err);
+  }
+}
+
+/**
+ * Replaces `path` with `text` so that a crash at any point leaves the old or the new file. The
+ * temporary name is fixed: only the lock holder writes it, and a leftover from a crash is simply
+ * overwritten next time.
+ */
+function writeAtomically(path: string, text: string): void {
+  const temporary = `${path}.tmp`;
+  try {
+    const fd = openSync(temporary, "w", 0o600);
+    try {
+      let pending = Buffer.from(text, "utf8");
+      while (pending.length > 0) pending = pending.subarray(writeSync(fd, pending));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temporary, path);
+    syncDir(dirname(path));
+  } catch (err) {
+    throw storeError("write", path, err);
+  }
+}
+
+/** Makes a rename or unlink in `dir` durable. */
+function syncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+// ---- file contents: the CRDs' specs -------------------------------------------------------------
+
+function corrupt(path: string, what: string): CniError {
+  return new CniError(ErrorCode.IOFailure, `whereabouts file store: ${path} is corrupt: ${what}`);
+}
+
+function decodePool(decoded: unknown, path: string): Pool {
+  if (!isJsonObject(decoded) || typeof decoded.range !== "string" || !isJsonObject(decoded.allocations)) {
+    throw corrupt(path, 'expected {"range": "<cidr>", "allocations": {...}}');
+  }
+  const allocations = new Map<string, Allocation>();
+  for (const [key, value] of Object.entries(decoded.allocations)) {
+    if (!isJsonObject(value) || typeof value.id !== "string" || typeof value.podref !== "string") {
+      throw corrupt(path, `allocation ${JSON.stringify(key)} needs string "id" and "podref"`);
+    }
+    const allocation: Allocation = { id: value.id, podref: value.podref };
+    if (typeof value.ifname === "string" && value.ifname !== "") allocation.ifname = value.ifname;
+    allocations.set(key, allocation);
+  }
+  return { range: decoded.range, allocations };
+}
+
+function encodePool(range: string, allocations: ReadonlyMap<string, Allocation>): string {
+  // Keys in offset order, so the file reads like the pool it is.
+  const keys = [...allocations.keys()].sort((a, b) => (a.length - b.length) || (a < b ? -1 : a > b ? 1 : 0));
+  const entries = keys.map((key) => {
+    const { id, podref, ifname } = allocations.get(key)!;
+    return `    ${JSON.stringify(key)}: ${JSON.stringify({ id, podref, ...(ifname ? { ifname } : {}) })}`;
+  });
+  const body = entries.length === 0 ? "{}" : `{\n${entries.join(",\n")}\n  }`;
+  return `{\n  "range": ${JSON.stringify(range)},\n  "allocations": ${body}\n}\n`;
+}
+
+function decodeHolder(decoded: unknown, path: string): ReservationHolder {
+  if (!isJsonObject(decoded) || typeof decoded.podref !== "string") throw corrupt(path, 'expected {"podref": ..., "ifname": ...}');
+  const holder: ReservationHolder = { podref: decoded.podref };
+  if (typeof decoded.ifname === "string" && decoded.ifname !== "") holder.ifname = decoded.ifname;
+  return holder;
+}
+
+function encodeHolder(holder: ReservationHolder): ReservationHolder {
+  return { podref: holder.podref, ...(holder.ifname ? { ifname: holder.ifname } : {}) };
+}

@@ -1,0 +1,303 @@
+import { describe, expect, test } from "vitest";
+import { CniError } from "../../shared/cni/errors.ts";
+import { allocate, check, collectGarbage, release, status, type Requester } from "./operations.ts";
+import type { Pool, PoolChange, PoolId } from "./store.ts";
+import { MemoryStore, contextOf } from "./test-util.ts";
+
+const pod = (n: number, ifName = "net1"): Requester => ({ containerId: `ctr-${n}`, ifName, podRef: `default/pod-${n}` });
+
+async function addresses(store: MemoryStore, ipam: Record<string, unknown>, who: Requester): Promise<string[]> {
+  const result = await allocate(contextOf(store, ipam), who);
+  return (result.ips ?? []).map((ip) => ip.address);
+}
+
+async function failure(promise: Promise<unknown>): Promise<{ code: number; msg: string }> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof CniError) return { code: err.code, msg: err.message };
+    throw err;
+  }
+  throw new Error("expected a CniError");
+}
+
+const V4 = { range: "10.0.0.0/29" }; // .1 - .6
+
+/** An optimistic store whose second update loses one race: `change` runs, `race` changes the store, `change` runs again. */
+class RacedStore extends MemoryStore {
+  private updates = 0;
+
+  constructor(private readonly race: (store: MemoryStore) => void) {
+    super();
+  }
+
+  override async updatePool<T>(pool: PoolId, change: (current: Pool) => Promise<PoolChange<T>>): Promise<T> {
+    if (++this.updates === 2) {
+      await change(await this.readPool(pool));
+      this.race(this);
+    }
+    return super.updatePool(pool, change);
+  }
+}
+
+describe("ADD", () => {
+  test("lowest free address first; the pool records id, podref and ifname under the offset", async () => {
+    const store = new MemoryStore();
+    expect(await addresses(store, V4, pod(1))).toEqual(["10.0.0.1/29"]);
+    expect(await addresses(store, V4, pod(2))).toEqual(["10.0.0.2/29"]);
+    await release(contextOf(store, V4), "ctr-1", "net1");
+    expect(await addresses(store, V4, pod(3))).toEqual(["10.0.0.1/29"]);
+    expect(store.allocations("10.0.0.0-29")).toEqual({
+      "1": { id: "ctr-3", podref: "default/pod-3", ifname: "net1" },
+      "2": { id: "ctr-2", podref: "default/pod-2", ifname: "net1" },
+    });
+  });
+
+  test("idempotent: the same pod and interface get their address back, under a new container ID too", async () => {
+    const store = new MemoryStore();
+    expect(await addresses(store, V4, pod(1))).toEqual(["10.0.0.1/29"]);
+    const writes = store.writes;
+    expect(await addresses(store, V4, pod(1))).toEqual(["10.0.0.1/29"]);
+    expect(store.writes).toBe(writes); // nothing changed, nothing written
+    expect(await addresses(store, V4, { ...pod(1), containerId: "ctr-new" })).toEqual(["10.0.0.1/29"]);
+    expect(store.allocations("10.0.0.0-29")["1"]!.id).toBe("ctr-new");
+    expect(await addresses(store, V4, pod(1, "net2"))).toEqual(["10.0.0.2/29"]);
+  });
+
+  test("dual stack: one address per range, in order, the gateway only on its own family", async () => {
+    const store = new MemoryStore();
+    const ipam = { ipRanges: [{ range: "10.0.0.0/24" }, { range: "fd00::/64" }], gateway: "10.0.0.254" };
+    const result = await allocate(contextOf(store, ipam), pod(1));
+    expect(result.ips).toEqual([{ address: "10.0.0.1/24", gateway: "10.0.0.254" }, { address: "fd00::1/64" }]);
+    expect(store.allocations("fd00---64")).toEqual({ "1": { id: "ctr-1", podref: "default/pod-1", ifname: "net1" } });
+  });
+
+  test("the gateway is never handed out", async () => {
+    const store = new MemoryStore();
+    expect(await addresses(store, { ...V4, gateway: "10.0.0.1" }, pod(1))).toEqual(["10.0.0.2/29"]);
+  });
+
+  test("routes, dns and static addresses come with the result, static ones last", async () => {
+    const ipam = { ...V4, routes: [{ dst: "172.31.0.0/16" }], dns: { nameservers: ["10.0.0.53"] }, addresses: [{ address: "192.168.9.9/24" }] };
+    const result = await allocate(contextOf(new MemoryStore(), ipam), pod(1));
+    expect(result).toEqual({
+      cniVersion: "1.1.0",
+      ips: [{ address: "10.0.0.1/29" }, { address: "192.168.9.9/24" }],
+      routes: [{ dst: "172.31.0.0/16" }],
+      dns: { nameservers: ["10.0.0.53"] },
+    });
+  });
+
+  test("exhaustion: code 102 naming the range, and nothing written", async () => {
+    const store = new MemoryStore();
+    for (let i = 1; i <= 6; i++) await addresses(store, V4, pod(i));
+    const before = store.allocations("10.0.0.0-29");
+    expect(await failure(allocate(contextOf(store, V4), pod(7)))).toEqual({ code: 102, msg: "no free IP address left in range 10.0.0.0/29 (10.0.0.1-10.0.0.6)" });
+    expect(store.allocations("10.0.0.0-29")).toEqual(before);
+    expect([...store.reservations.keys()]).toHaveLength(6);
+  });
+
+  test("a later range that is full undoes what the earlier ranges took for this ADD", async () => {
+    const store = new MemoryStore();
+    const ipam = { ipRanges: [{ range: "10.0.0.0/24" }, { range: "fd00::/126" }] }; // fd00::1 - fd00::2
+    await addresses(store, ipam, pod(1));
+    await addresses(store, ipam, pod(2));
+    expect((await failure(allocate(contextOf(store, ipam), pod(3)))).code).toBe(102);
+    expect(Object.keys(store.allocations("10.0.0.0-24"))).toEqual(["1", "2"]);
+    expect(store.reservations.has("10.0.0.3")).toBe(false);
+  });
+
+  test("undoing never takes away what a re-ADD already owned", async () => {
+    const store = new MemoryStore();
+    const ipam = { ipRanges: [{ range: "10.0.0.0/24" }, { range: "fd00::/126" }] };
+    await addresses(store, ipam, pod(1));
+    await addresses(store, ipam, pod(2));
+    await release(contextOf(store, { range: "fd00::/126" }), "ctr-1", "net1"); // pod 1 keeps only its IPv4 address
+    await addresses(store, { range: "fd00::/126" }, pod(3));
+    expect((await failure(allocate(contextOf(store, ipam), pod(1)))).code).toBe(102);
+    expect(store.allocations("10.0.0.0-24")["1"]).toEqual({ id: "ctr-1", podref: "default/pod-1", ifname: "net1" });
+  });
+
+  test("range_start, range_end and exclude shape the order", async () => {
+    const store = new MemoryStore();
+    const ipam = { range: "10.0.0.0/24", range_start: "10.0.0.10", range_end: "10.0.0.13", exclude: ["10.0.0.11/32", "10.0.0.12"] };
+    expect(await addresses(store, ipam, pod(1))).toEqual(["10.0.0.10/24"]);
+    expect(await addresses(store, ipam, pod(2))).toEqual(["10.0.0.13/24"]);
+    expect((await failure(allocate(contextOf(store, ipam), pod(3)))).code).toBe(102);
+  });
+
+  test("sleep_for_race waits between choosing and writing", async () => {
+    const slept: number[] = [];
+    const ctx = { ...contextOf(new MemoryStore(), { ...V4, sleep_for_race: 2 }), sleep: async (ms: number) => void slept.push(ms) };
+    await allocate(ctx, pod(1));
+    expect(slept).toEqual([2000]);
+  });
+});
+
+describe("overlapping ranges", () => {
+  const A = { range: "10.0.0.0/24" };
+  const B = { range: "10.0.0.0/25" }; // another pool over the same addresses
+
+  test("on (the default): two pools never hand out the same address", async () => {
+    const store = new MemoryStore();
+    expect(await addresses(store, A, pod(1))).toEqual(["10.0.0.1/24"]);
+    expect(await addresses(store, B, pod(2))).toEqual(["10.0.0.2/25"]);
+    expect(await addresses(store, A, pod(3))).toEqual(["10.0.0.3/24"]);
+    expect([...store.reservations.entries()]).toEqual([
+      ["10.0.0.1", { podref: "default/pod-1", ifname: "net1" }],
+      ["10.0.0.2", { podref: "default/pod-2", ifname: "net1" }],
+      ["10.0.0.3", { podref: "default/pod-3", ifname: "net1" }],
+    ]);
+  });
+
+  test("one pod's two interfaces in overlapping pools get two addresses", async () => {
+    const store = new MemoryStore();
+    expect(await addresses(store, A, pod(1, "net1"))).toEqual(["10.0.0.1/24"]);
+    expect(await addresses(store, B, pod(1, "net2"))).toEqual(["10.0.0.2/25"]);
+  });
+
+  test("off: no reservations, so overlapping pools may share", async () => {
+    const store = new MemoryStore();
+    expect(await addresses(store, { ...A, enable_overlapping_ranges: false }, pod(1))).toEqual(["10.0.0.1/24"]);
+    expect(await addresses(store, { ...B, enable_overlapping_ranges: false }, pod(2))).toEqual(["10.0.0.1/25"]);
+    expect(store.reservations.size).toBe(0);
+  });
+
+  test("network_name keeps pools and reservations apart: the same range twice", async () => {
+    const store = new MemoryStore();
+    expect(await addresses(store, { ...A, network_name: "red" }, pod(1))).toEqual(["10.0.0.1/24"]);
+    expect(await addresses(store, { ...A, network_name: "blue" }, pod(2))).toEqual(["10.0.0.1/24"]);
+    expect([...store.pools.keys()].sort()).toEqual(["blue-10.0.0.0-24", "red-10.0.0.0-24"]);
+    expect([...store.reservations.keys()].sort()).toEqual(["blue-10.0.0.1", "red-10.0.0.1"]);
+  });
+
+  test("DEL releases the reservation with the address", async () => {
+    const store = new MemoryStore();
+    await addresses(store, A, pod(1));
+    await release(contextOf(store, A), "ctr-1", "net1");
+    expect(store.reservations.size).toBe(0);
+    expect(await addresses(store, B, pod(2))).toEqual(["10.0.0.1/25"]);
+  });
+
+  test("a DEL does not release a reservation another pod holds", async () => {
+    const store = new MemoryStore();
+    await store.claimReservation("10.0.0.1", { podref: "default/other", ifname: "net1" });
+    store.pools.set("10.0.0.0-24", { range: "10.0.0.0/24", allocations: new Map([["1", { id: "ctr-1", podref: "default/pod-1", ifname: "net1" }]]) });
+    await release(contextOf(store, A), "ctr-1", "net1");
+    expect(store.reservations.get("10.0.0.1")).toEqual({ podref: "default/other", ifname: "net1" });
+  });
+
+  test("an optimistic store that reruns the update: reservations of discarded runs are released", async () => {
+    // The first run picks .2 and claims it; its write loses to a pod that took .2 in this pool
+    // (through a config with overlapping off); the rerun must take .3 and give back .2.
+    const store = new RacedStore((s) => {
+      s.pools.get("10.0.0.0-24")!.allocations.set("2", { id: "ctr-9", podref: "default/pod-9", ifname: "net1" });
+    });
+    await addresses(store, A, pod(1));
+    expect(await addresses(store, A, pod(2))).toEqual(["10.0.0.3/24"]);
+    expect([...store.reservations.keys()].sort()).toEqual(["10.0.0.1", "10.0.0.3"]);
+  });
+
+  test("conflicting reruns leave exactly one reservation per ADD", async () => {
+    const store = new MemoryStore(3);
+    expect(await addresses(store, A, pod(1))).toEqual(["10.0.0.1/24"]);
+    expect([...store.reservations.keys()]).toEqual(["10.0.0.1"]);
+  });
+
+  test("a pod whose pool entry is reserved by another pod gets a new address and drops the stale entry", async () => {
+    const store = new MemoryStore();
+    await addresses(store, A, pod(1));
+    store.reservations.set("10.0.0.1", { podref: "default/intruder", ifname: "net1" });
+    expect(await addresses(store, A, pod(1))).toEqual(["10.0.0.2/24"]);
+    expect(Object.keys(store.allocations("10.0.0.0-24"))).toEqual(["2"]);
+  });
+});
+
+describe("DEL", () => {
+  test("releases the container's address in every range, not only up to the first without one", async () => {
+    const store = new MemoryStore();
+    const both = { ipRanges: [{ range: "10.0.0.0/24" }, { range: "fd00::/64" }] };
+    await addresses(store, { range: "fd00::/64" }, pod(1)); // only in the second range
+    expect(await release(contextOf(store, both), "ctr-1", "net1")).toEqual(["fd00::1/64"]);
+    expect(store.allocations("fd00---64")).toEqual({});
+  });
+
+  test("twice is fine, and a container with nothing releases nothing", async () => {
+    const store = new MemoryStore();
+    await addresses(store, V4, pod(1));
+    expect(await release(contextOf(store, V4), "ctr-1", "net1")).toEqual(["10.0.0.1/29"]);
+    expect(await release(contextOf(store, V4), "ctr-1", "net1")).toEqual([]);
+    expect(await release(contextOf(store, V4), "ctr-x", "net1")).toEqual([]);
+  });
+
+  test("only the interface asked for; an entry from before ifname existed goes on the container ID", async () => {
+    const store = new MemoryStore();
+    await addresses(store, V4, pod(1, "net1"));
+    await addresses(store, V4, pod(1, "net2"));
+    expect(await release(contextOf(store, V4), "ctr-1", "net2")).toEqual(["10.0.0.2/29"]);
+    store.pools.get("10.0.0.0-29")!.allocations.set("5", { id: "legacy", podref: "default/old" });
+    expect(await release(contextOf(store, V4), "legacy", "net1")).toEqual(["10.0.0.5/29"]);
+  });
+
+  test("an entry whose key names no address is still released by its container", async () => {
+    const store = new MemoryStore();
+    store.pools.set("10.0.0.0-29", { range: "10.0.0.0/29", allocations: new Map([["bogus", { id: "ctr-1", podref: "p", ifname: "net1" }]]) });
+    expect(await release(contextOf(store, V4), "ctr-1", "net1")).toEqual(["key bogus"]);
+  });
+});
+
+describe("GC", () => {
+  test("releases every allocation of the network's ranges that no valid attachment names", async () => {
+    const store = new MemoryStore();
+    const ipam = { ipRanges: [{ range: "10.0.0.0/24" }, { range: "fd00::/64" }] };
+    for (let i = 1; i <= 3; i++) await addresses(store, ipam, pod(i));
+    const released = await collectGarbage(contextOf(store, ipam), [{ containerID: "ctr-2", ifname: "net1" }]);
+    expect(released).toEqual(["10.0.0.1/24", "10.0.0.3/24", "fd00::1/64", "fd00::3/64"]);
+    expect(Object.values(store.allocations("10.0.0.0-24")).map((a) => a.id)).toEqual(["ctr-2"]);
+    expect([...store.reservations.keys()].sort()).toEqual(["10.0.0.2", "fd00--2"]);
+  });
+
+  test("another network_name's pools are not this network's", async () => {
+    const store = new MemoryStore();
+    await addresses(store, { ...V4, network_name: "other" }, pod(1));
+    expect(await collectGarbage(contextOf(store, V4), [])).toEqual([]);
+    expect(Object.keys(store.allocations("other-10.0.0.0-29"))).toEqual(["1"]);
+  });
+});
+
+describe("CHECK", () => {
+  test("passes when the container holds an address in every range, and prevResult lists them", async () => {
+    const store = new MemoryStore();
+    const ipam = { ipRanges: [{ range: "10.0.0.0/24" }, { range: "fd00::/64" }] };
+    const result = await allocate(contextOf(store, ipam), pod(1));
+    await check(contextOf(store, ipam), "ctr-1", "net1");
+    await check(contextOf(store, ipam), "ctr-1", "net1", result);
+  });
+
+  test("fails for a missing allocation, or one prevResult does not list", async () => {
+    const store = new MemoryStore();
+    await allocate(contextOf(store, V4), pod(1));
+    expect((await failure(check(contextOf(store, V4), "ctr-2", "net1"))).msg).toBe("container ctr-2 has no address for net1 in range 10.0.0.0/29");
+    expect((await failure(check(contextOf(store, V4), "ctr-1", "net2"))).msg).toMatch(/no address for net2/);
+    const wrong = { cniVersion: "1.1.0", ips: [{ address: "10.0.0.5/29" }] };
+    expect((await failure(check(contextOf(store, V4), "ctr-1", "net1", wrong))).msg).toMatch(/holds 10.0.0.1\/29 for net1, which prevResult does not list/);
+  });
+});
+
+describe("STATUS", () => {
+  test("fine while every range has a free address; code 50 once one is full", async () => {
+    const store = new MemoryStore();
+    const ipam = { range: "10.0.0.0/30", gateway: "10.0.0.1" }; // .1 (the gateway) and .2
+    await status(contextOf(store, ipam));
+    await allocate(contextOf(store, ipam), pod(1));
+    expect(await failure(status(contextOf(store, ipam)))).toEqual({ code: 50, msg: "no free IP address left in range 10.0.0.0/30 (10.0.0.1-10.0.0.2)" });
+  });
+
+  test("code 50 when the store does not answer", async () => {
+    const store = new MemoryStore();
+    store.ping = async () => {
+      throw new Error("connection refused");
+    };
+    expect(await failure(status(contextOf(store, V4)))).toEqual({ code: 50, msg: "whereabouts store is not available: connection refused" });
+  });
+});
