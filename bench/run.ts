@@ -11,6 +11,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:f
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Netns } from "../shared/netns.ts";
+import { benchIpvlanInGuest } from "./ipvlan.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const BIN = join(ROOT, "bin");
@@ -202,5 +203,6 @@ function binSize(): void {
 }
 
 benchMacvlan();
+await benchIpvlanInGuest(Math.min(RUNS, 15));
 await benchWhereabouts();
 binSize();
