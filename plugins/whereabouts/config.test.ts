@@ -201,12 +201,17 @@ describe("stores", () => {
   });
 
   test('"datastore": "kubernetes", or any kubeconfig, picks the Kubernetes store; other datastore values are ignored as upstream does', () => {
-    expect(raw({ range: "10.0.0.0/24", datastore: "kubernetes" }).store).toEqual({ kind: "kubernetes", kubeconfig: "", apiRoot: "" });
-    expect(raw({ range: "10.0.0.0/24", kubernetes: { kubeconfig: "/k", k8s_api_root: "https://api" } }).store).toEqual({
+    expect(raw({ range: "10.0.0.0/24", datastore: "kubernetes" }).store).toEqual({
       kind: "kubernetes",
-      kubeconfig: "/k",
-      apiRoot: "https://api",
+      kubeconfig: "",
+      apiRoot: "",
+      timeoutMs: 10_000,
+      journalDir: "/var/lib/cni/whereabouts/journal",
     });
+    expect(
+      raw({ range: "10.0.0.0/24", datastore_dir: "/d", kubernetes: { kubeconfig: "/k", k8s_api_root: "https://api", timeout_ms: 2500 } }).store,
+    ).toEqual({ kind: "kubernetes", kubeconfig: "/k", apiRoot: "https://api", timeoutMs: 2500, journalDir: "/d/journal" });
+    expect(thrown(() => raw({ range: "10.0.0.0/24", kubernetes: { kubeconfig: "/k", timeout_ms: 5 } })).code).toBe(7);
     expect(raw({ range: "10.0.0.0/24", datastore: "etcd", kubernetes: { kubeconfig: "/k" } }).store.kind).toBe("kubernetes");
   });
 
@@ -252,7 +257,7 @@ describe("the flat file", () => {
 
   test("upstream's installer file under a config with no store picks the Kubernetes store", () => {
     const config = raw({ range: "10.0.0.0/24" }, fakeFiles({ [CNI_PATH]: installerFile }));
-    expect(config.store).toEqual({ kind: "kubernetes", kubeconfig: "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig", apiRoot: "" });
+    expect(config.store).toMatchObject({ kind: "kubernetes", kubeconfig: "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig", apiRoot: "" });
     expect(config.configurationPath).toBe("/etc/cni/net.d/whereabouts.d");
   });
 

@@ -25,13 +25,26 @@ export const FLAT_FILE_PATHS: readonly string[] = [
 export const FLAT_FILE_NAME = "whereabouts.conf";
 
 export const DEFAULT_DATASTORE_DIR = "/var/lib/cni/whereabouts";
+/** Upstream's shared deadline for the API calls of one ADD or DEL (reference §7.3). */
+export const DEFAULT_API_TIMEOUT_MS = 10_000;
 
 /** client-go's defaults, which upstream applies to 0 values too (milliseconds). */
 const LEADER_DEFAULTS = { leaseDurationMs: 1500, renewDeadlineMs: 1000, retryPeriodMs: 500 };
 /** client-go refuses a renew deadline not above retryPeriod × this. */
 const LEADER_JITTER = 1.2;
 
-export type StoreChoice = { kind: "file"; dir: string } | { kind: "kubernetes"; kubeconfig: string; apiRoot: string };
+export type StoreChoice =
+  | { kind: "file"; dir: string }
+  | {
+      kind: "kubernetes";
+      /** Empty: the pod's in-cluster service account. */
+      kubeconfig: string;
+      apiRoot: string;
+      /** One deadline for all API calls of one invocation; past it the answer is "try again later". */
+      timeoutMs: number;
+      /** Releases the API could not take yet, replayed by the next invocation on this node. */
+      journalDir: string;
+    };
 
 export interface WhereaboutsConfig {
   /** The CNI network's name (top-level `name`). */
@@ -107,7 +120,7 @@ const IPAM_KEYS: KeySchema = {
   [OVERLAPPING]: {},
   network_name: {},
   node_slice_size: {},
-  kubernetes: { object: { kubeconfig: {}, k8s_api_root: {} } },
+  kubernetes: { object: { kubeconfig: {}, k8s_api_root: {}, timeout_ms: {} } },
   configuration_path: {},
   log_file: {},
   log_level: {},
@@ -390,7 +403,10 @@ function readStoreChoice(fields: FieldReader): StoreChoice {
     return { kind: "file", dir };
   }
   // Upstream accepts and ignores any other datastore value (etcd is gone), as long as a kubeconfig is set.
-  if (datastore === "kubernetes" || kubeconfig) return { kind: "kubernetes", kubeconfig, apiRoot };
+  if (datastore === "kubernetes" || kubeconfig) {
+    const timeoutMs = kubeFields?.integer("timeout_ms", { min: 100, max: 600_000 }) ?? DEFAULT_API_TIMEOUT_MS;
+    return { kind: "kubernetes", kubeconfig, apiRoot, timeoutMs, journalDir: join(dir, "journal") };
+  }
   const named = datastore ? `datastore ${JSON.stringify(datastore)} is not supported and ` : "";
   throw invalid(
     `no usable datastore: ${named}no kubeconfig is configured`,

@@ -17,10 +17,11 @@
  * The lock itself comes from outside (`Locker`): flock(2) in the plugin (lock.ts, which needs
  * bun:ffi), anything in unit tests.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, accessSync, constants } from "node:fs";
+import { accessSync, constants, mkdirSync, readFileSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import { isJsonObject } from "../../shared/cni/json.ts";
+import { syncDir, writeFileAtomically } from "./atomic.ts";
 import { type Allocation, type ClaimOutcome, type Pool, type PoolChange, type PoolId, type ReservationHolder, type WhereaboutsStore, sameHolder } from "./store.ts";
 
 /** Takes an exclusive lock named by `path` (creating the file, mode 0600) and returns its release. */
@@ -176,30 +177,10 @@ function readJson(path: string): unknown {
  * overwritten next time.
  */
 function writeAtomically(path: string, text: string): void {
-  const temporary = `${path}.tmp`;
   try {
-    const fd = openSync(temporary, "w", 0o600);
-    try {
-      let pending = Buffer.from(text, "utf8");
-      while (pending.length > 0) pending = pending.subarray(writeSync(fd, pending));
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(temporary, path);
-    syncDir(dirname(path));
+    writeFileAtomically(path, text);
   } catch (err) {
     throw storeError("write", path, err);
-  }
-}
-
-/** Makes a rename or unlink in `dir` durable. */
-function syncDir(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 

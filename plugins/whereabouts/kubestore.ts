@@ -1,17 +1,236 @@
 /**
- * The Kubernetes store: IPPools and OverlappingRangeIPReservations on the API server, shared
- * with upstream's binaries (reference §7, §8). Not in this build; the next issue replaces
- * openKubernetesStore with the real store behind the same WhereaboutsStore interface.
+ * The Kubernetes store: IPPools and OverlappingRangeIPReservations on the API server, the very
+ * objects upstream whereabouts v0.9.4 writes (reference §8), so that both can serve one cluster.
+ *
+ * Correctness comes from optimistic concurrency, not from a lock: a pool is read with its
+ * resourceVersion and written with a JSON Patch whose first operation tests that version (as
+ * upstream's writes do), so any concurrent writer, ours or upstream's, makes the write fail
+ * with 422 and the change is computed again on the fresh pool after a jittered backoff. A
+ * reservation is an object whose creation is atomic cluster-wide.
+ *
+ * Every call shares one deadline per invocation; an API server that cannot be reached, or
+ * answers too slowly, is CniError 11 ("try again later").
  */
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
-import type { WhereaboutsConfig } from "./config.ts";
-import type { WhereaboutsStore } from "./store.ts";
+import { KubeApiError, KubeClient, KubeUnavailableError, type JsonPatchOperation, type ObjectMeta } from "../../shared/kube/client.ts";
+import { type Connection, KubeconfigError, inClusterConnection, loadKubeconfig } from "../../shared/kube/config.ts";
+import type { StoreChoice } from "./config.ts";
+import {
+  type Allocation,
+  type ClaimOutcome,
+  type Pool,
+  type PoolChange,
+  type PoolId,
+  type ReservationHolder,
+  type WhereaboutsStore,
+  sameHolder,
+} from "./store.ts";
 
-export function openKubernetesStore(config: WhereaboutsConfig): WhereaboutsStore {
-  const kubeconfig = config.store.kind === "kubernetes" && config.store.kubeconfig ? ` (kubeconfig ${config.store.kubeconfig})` : "";
-  throw new CniError(
-    ErrorCode.InvalidConfig,
-    `the Kubernetes datastore${kubeconfig} is not available in this build of whereabouts`,
-    'set "datastore": "file" to use the node-local file store',
-  );
+const API = "/apis/whereabouts.cni.cncf.io/v1alpha1";
+const API_VERSION = "whereabouts.cni.cncf.io/v1alpha1";
+const FIRST_BACKOFF_MS = 4;
+const MAX_BACKOFF_MS = 250;
+
+interface IPPoolObject {
+  metadata: ObjectMeta;
+  spec?: { range?: string; allocations?: Record<string, { id?: string; podref?: string; ifname?: string }> };
+}
+
+interface ReservationObject {
+  metadata: ObjectMeta;
+  spec?: { podref?: string; ifname?: string; containerid?: string };
+}
+
+type KubernetesChoice = Extract<StoreChoice, { kind: "kubernetes" }>;
+
+/** `deadline` (epoch ms) bounds every API call of this store: one per plugin invocation. */
+export async function openKubernetesStore(
+  choice: KubernetesChoice,
+  deadline: number,
+  env: Record<string, string | undefined> = process.env,
+): Promise<KubernetesStore> {
+  let connection: Connection;
+  try {
+    connection = choice.kubeconfig ? await loadKubeconfig(choice.kubeconfig) : inClusterConnection(env);
+  } catch (err) {
+    if (err instanceof KubeconfigError) {
+      throw new CniError(ErrorCode.InvalidConfig, `cannot use the Kubernetes datastore: ${err.message}`);
+    }
+    throw err;
+  }
+  return new KubernetesStore(new KubeClient(connection, { deadline }));
+}
+
+export class KubernetesStore implements WhereaboutsStore {
+  constructor(readonly client: KubeClient) {}
+
+  async readPool(pool: PoolId): Promise<Pool> {
+    const object = await this.call(() => this.client.get<IPPoolObject>(this.poolPath(pool.name)));
+    return object ? decodePool(object, pool) : { range: pool.range, allocations: new Map() };
+  }
+
+  async updatePool<T>(pool: PoolId, change: (current: Pool) => Promise<PoolChange<T>>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const object = await this.call(() => this.client.get<IPPoolObject>(this.poolPath(pool.name)));
+      const current = object ? decodePool(object, pool) : { range: pool.range, allocations: new Map<string, Allocation>() };
+      const { allocations, value } = await change(current);
+      if (!allocations) return value;
+      try {
+        if (!object) {
+          await this.client.create(`${API}/namespaces/${this.client.namespace}/ippools`, {
+            apiVersion: API_VERSION,
+            kind: "IPPool",
+            metadata: { name: pool.name, namespace: this.client.namespace },
+            spec: { range: pool.range, allocations: encodeAllocations(allocations) },
+          });
+        } else {
+          await this.client.patch(this.poolPath(pool.name), poolPatch(object, allocations));
+        }
+        return value;
+      } catch (err) {
+        // Somebody else wrote first (a failed version test, or a create that lost): compute again.
+        if (isConflict(err)) {
+          await backoff(attempt);
+          continue;
+        }
+        throw toCniError(err);
+      }
+    }
+  }
+
+  async claimReservation(name: string, holder: ReservationHolder): Promise<ClaimOutcome> {
+    for (;;) {
+      try {
+        await this.client.create(`${API}/namespaces/${this.client.namespace}/overlappingrangeipreservations`, {
+          apiVersion: API_VERSION,
+          kind: "OverlappingRangeIPReservation",
+          metadata: { name, namespace: this.client.namespace },
+          spec: { podref: holder.podref, ...(holder.ifname ? { ifname: holder.ifname } : {}) },
+        });
+        return "claimed";
+      } catch (err) {
+        if (!(err instanceof KubeApiError && err.status === 409)) throw toCniError(err);
+      }
+      const existing = await this.call(() => this.client.get<ReservationObject>(this.reservationPath(name)));
+      // Deleted between our create and our read: try to create it again.
+      if (!existing) continue;
+      return sameHolder(holderOf(existing), holder) ? "held" : "taken";
+    }
+  }
+
+  async releaseReservation(name: string, holder: ReservationHolder): Promise<boolean> {
+    for (;;) {
+      const existing = await this.call(() => this.client.get<ReservationObject>(this.reservationPath(name)));
+      if (!existing || !sameHolder(holderOf(existing), holder)) return false;
+      try {
+        // Only the version we judged: a reservation re-created meanwhile for another pod stays.
+        return await this.client.delete(this.reservationPath(name), existing.metadata.resourceVersion);
+      } catch (err) {
+        if (!isConflict(err)) throw toCniError(err);
+      }
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.call(() => this.client.get(`${API}/namespaces/${this.client.namespace}/ippools?limit=1`));
+  }
+
+  async close(): Promise<void> {
+    // Nothing held open: each request is its own fetch.
+  }
+
+  private poolPath(name: string): string {
+    return `${API}/namespaces/${this.client.namespace}/ippools/${encodeURIComponent(name)}`;
+  }
+
+  private reservationPath(name: string): string {
+    return `${API}/namespaces/${this.client.namespace}/overlappingrangeipreservations/${encodeURIComponent(name)}`;
+  }
+
+  private async call<T>(request: () => Promise<T>): Promise<T> {
+    try {
+      return await request();
+    } catch (err) {
+      throw toCniError(err);
+    }
+  }
+}
+
+/** True for CniErrors that mean "the API could not be reached in time". */
+export function isUnavailable(err: unknown): boolean {
+  return err instanceof CniError && err.code === ErrorCode.TryAgainLater;
+}
+
+function toCniError(err: unknown): unknown {
+  if (err instanceof KubeUnavailableError) {
+    return new CniError(ErrorCode.TryAgainLater, `the Kubernetes API is not available, try again later: ${err.message}`);
+  }
+  if (err instanceof KubeApiError) {
+    return new CniError(ErrorCode.Internal, `the Kubernetes API refused a request: ${err.message}`, err.reason);
+  }
+  return err;
+}
+
+function isConflict(err: unknown): boolean {
+  // 409: a create that lost, or a precondition that failed; 422: a JSON Patch test that failed.
+  return err instanceof KubeApiError && (err.status === 409 || err.status === 422);
+}
+
+function decodePool(object: IPPoolObject, pool: PoolId): Pool {
+  const allocations = new Map<string, Allocation>();
+  for (const [key, entry] of Object.entries(object.spec?.allocations ?? {})) {
+    allocations.set(key, {
+      id: entry.id ?? "",
+      podref: entry.podref ?? "",
+      ...(entry.ifname ? { ifname: entry.ifname } : {}),
+    });
+  }
+  return { range: object.spec?.range || pool.range, allocations };
+}
+
+function encodeAllocations(allocations: ReadonlyMap<string, Allocation>): Record<string, Allocation> {
+  const out: Record<string, Allocation> = {};
+  for (const [key, entry] of allocations) out[key] = allocationJson(entry);
+  return out;
+}
+
+function allocationJson(entry: Allocation): Allocation {
+  return { id: entry.id, podref: entry.podref, ...(entry.ifname ? { ifname: entry.ifname } : {}) };
+}
+
+/** The write of `next` over `object`, valid only if nobody wrote since we read it. */
+function poolPatch(object: IPPoolObject, next: ReadonlyMap<string, Allocation>): JsonPatchOperation[] {
+  const operations: JsonPatchOperation[] = [{ op: "test", path: "/metadata/resourceVersion", value: object.metadata.resourceVersion }];
+  const stored = object.spec?.allocations;
+  if (!stored) {
+    operations.push({ op: "add", path: "/spec/allocations", value: encodeAllocations(next) });
+    return operations;
+  }
+  for (const key of Object.keys(stored)) {
+    if (!next.has(key)) operations.push({ op: "remove", path: `/spec/allocations/${pointer(key)}` });
+  }
+  for (const [key, entry] of next) {
+    const before = stored[key];
+    const json = allocationJson(entry);
+    if (!before) operations.push({ op: "add", path: `/spec/allocations/${pointer(key)}`, value: json });
+    else if (before.id !== json.id || before.podref !== json.podref || (before.ifname ?? "") !== (json.ifname ?? "")) {
+      operations.push({ op: "replace", path: `/spec/allocations/${pointer(key)}`, value: json });
+    }
+  }
+  return operations;
+}
+
+/** RFC 6901 escaping; allocation keys are digits, but a pool written by hand may hold anything. */
+function pointer(key: string): string {
+  return key.replaceAll("~", "~0").replaceAll("/", "~1");
+}
+
+function holderOf(object: ReservationObject): ReservationHolder {
+  return { podref: object.spec?.podref ?? "", ...(object.spec?.ifname ? { ifname: object.spec.ifname } : {}) };
+}
+
+/** Exponential with full jitter, so that racing writers spread out instead of colliding again. */
+function backoff(attempt: number): Promise<void> {
+  const ceiling = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** attempt);
+  return new Promise((resolve) => setTimeout(resolve, Math.random() * ceiling));
 }

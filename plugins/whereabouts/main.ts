@@ -3,18 +3,22 @@
  * (Kubernetes) or from a store on this node only (`"datastore": "file"`). The verbs load the
  * config, open the store it names, and hand over to operations.ts.
  */
+import { parseNetConf } from "../../shared/cni/config.ts";
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import type { PluginVerbs } from "../../shared/cni/skel.ts";
 import type { Attachment, CmdArgs, Result } from "../../shared/cni/types.ts";
-import { createLogger } from "../../shared/log.ts";
+import { type Logger, createLogger } from "../../shared/log.ts";
 import { type WhereaboutsConfig, loadConfig } from "./config.ts";
 import { openFileStore } from "./filestore.ts";
-import { openKubernetesStore } from "./kubestore.ts";
+import { ReleaseJournal } from "./journal.ts";
+import { isUnavailable, openKubernetesStore } from "./kubestore.ts";
 import { flockFile } from "./lock.ts";
 import { type Context, allocate, check, collectGarbage, release, status } from "./operations.ts";
 import type { WhereaboutsStore } from "./store.ts";
 
 const NAME = "whereabouts";
+/** Journal entries replayed per invocation at most, so that a long backlog cannot stall an ADD. */
+const REPLAY_LIMIT = 20;
 
 export const whereabouts: PluginVerbs = {
   name: NAME,
@@ -29,13 +33,29 @@ export const whereabouts: PluginVerbs = {
     });
   },
 
-  /** Never fails once the config is valid: a lease the store could not release is logged, and GC reclaims it later. */
+  /**
+   * Never fails once the config is valid. A release the Kubernetes API cannot take now is
+   * journalled on this node and replayed later; the file store's failures are logged, and GC
+   * reclaims what is left.
+   */
   async del(args: CmdArgs): Promise<void> {
     await withContext(args, async (ctx) => {
       try {
         await release(ctx, args.containerId, args.ifName);
       } catch (err) {
-        ctx.log.error(`DEL of container ${args.containerId} ${args.ifName} could not release its addresses: ${errorText(err)}`);
+        const store = ctx.config.store;
+        if (store.kind !== "kubernetes") {
+          ctx.log.error(`DEL of container ${args.containerId} ${args.ifName} could not release its addresses: ${errorText(err)}`);
+          return;
+        }
+        const path = new ReleaseJournal(store.journalDir).record(args.conf.name, {
+          config: args.conf.bytes,
+          cniArgs: args.args,
+          containerId: args.containerId,
+          ifName: args.ifName,
+          recordedAt: new Date().toISOString(),
+        });
+        ctx.log.error(`DEL of container ${args.containerId} ${args.ifName} journalled in ${path} for later: ${errorText(err)}`);
       }
     });
   },
@@ -58,10 +78,13 @@ async function withContext<T>(args: CmdArgs, work: (ctx: Context) => Promise<T>)
   const log = createLogger({ level: config.log.level, ...(config.log.file ? { file: config.log.file } : {}) }, NAME);
   for (const warning of config.warnings) log.error(warning);
   if (config.flatFile) log.debug(`merged flat file ${config.flatFile}`);
-  const store = openStore(config);
   if (config.nodeSliceSize && config.store.kind === "file") {
     log.debug("node_slice_size is ignored by the file store: its single node owns the whole range");
   }
+  // One deadline for every API call of this invocation, journal replay included.
+  const deadline = config.store.kind === "kubernetes" ? Date.now() + config.store.timeoutMs : Infinity;
+  if (config.store.kind === "kubernetes") await replayJournal(new ReleaseJournal(config.store.journalDir), log, deadline);
+  const store = await openStore(config, deadline);
   try {
     return await work({ store, config, log });
   } finally {
@@ -69,13 +92,36 @@ async function withContext<T>(args: CmdArgs, work: (ctx: Context) => Promise<T>)
   }
 }
 
-/** The store the config names; the file store needs no connection, so this cannot block. */
-function openStore(config: WhereaboutsConfig): WhereaboutsStore {
+async function openStore(config: WhereaboutsConfig, deadline: number): Promise<WhereaboutsStore> {
   switch (config.store.kind) {
     case "file":
       return openFileStore({ dir: config.store.dir, networkName: config.networkName, lock: flockFile });
     case "kubernetes":
-      return openKubernetesStore(config);
+      return openKubernetesStore(config.store, deadline);
+  }
+}
+
+/**
+ * Replays releases an earlier DEL on this node had to journal, each with the configuration it
+ * was recorded with. Stops at the first sign that the API is still away; the entry stays.
+ */
+async function replayJournal(journal: ReleaseJournal, log: Logger, deadline: number): Promise<void> {
+  for (const entry of journal.pending().slice(0, REPLAY_LIMIT)) {
+    const { release: pending } = entry;
+    try {
+      const config = loadConfig(parseNetConf(pending.config), pending.cniArgs);
+      const store = await openStore(config, deadline);
+      try {
+        const released = await release({ store, config, log }, pending.containerId, pending.ifName);
+        log.info(`replayed the journalled DEL of container ${pending.containerId} ${pending.ifName}: released ${released.join(", ") || "nothing"}`);
+      } finally {
+        await store.close();
+      }
+      journal.forget(entry);
+    } catch (err) {
+      log.error(`journalled DEL of container ${pending.containerId} ${pending.ifName} not replayed yet: ${errorText(err)}`);
+      if (isUnavailable(err)) return;
+    }
   }
 }
 

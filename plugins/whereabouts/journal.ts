@@ -1,0 +1,66 @@
+/**
+ * The node's journal of releases the Kubernetes API could not take: a DEL must neither block pod
+ * teardown nor lose the release, so it records the release here (one file per attachment, 0600,
+ * written atomically) and succeeds; later invocations on the node replay and remove the entries.
+ */
+import { mkdirSync, readFileSync, readdirSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import { writeFileAtomically } from "./atomic.ts";
+
+export interface PendingRelease {
+  /** The network configuration the DEL received (stdin), to open the same store and ranges. */
+  config: string;
+  cniArgs: string;
+  containerId: string;
+  ifName: string;
+  recordedAt: string;
+}
+
+export interface JournalEntry {
+  path: string;
+  release: PendingRelease;
+}
+
+const SUFFIX = ".release.json";
+
+export class ReleaseJournal {
+  constructor(readonly dir: string) {}
+
+  /** Records a release; the same attachment recorded twice is one entry. */
+  record(network: string, release: PendingRelease): string {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    // Network names and container IDs match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ and interface names hold
+    // no '/': the name is a safe file name. The temporary name is per process: there is no lock.
+    const path = join(this.dir, `${network}_${release.containerId}_${release.ifName}${SUFFIX}`);
+    writeFileAtomically(path, JSON.stringify(release), `${path}.${process.pid}.tmp`);
+    return path;
+  }
+
+  /** The entries waiting, oldest first; unreadable ones are skipped (and left for a human). */
+  pending(): JournalEntry[] {
+    let names: string[];
+    try {
+      names = readdirSync(this.dir).filter((name) => name.endsWith(SUFFIX));
+    } catch {
+      return [];
+    }
+    const entries: JournalEntry[] = [];
+    for (const name of names) {
+      const path = join(this.dir, name);
+      try {
+        entries.push({ path, release: JSON.parse(readFileSync(path, "utf8")) as PendingRelease });
+      } catch {
+        // Another process replayed and removed it meanwhile, or it is damaged.
+      }
+    }
+    return entries.sort((a, b) => a.release.recordedAt.localeCompare(b.release.recordedAt));
+  }
+
+  forget(entry: JournalEntry): void {
+    try {
+      unlinkSync(entry.path);
+    } catch {
+      // Replayed by another process at the same time: already gone.
+    }
+  }
+}
