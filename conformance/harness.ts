@@ -157,16 +157,7 @@ export interface CniOutput {
  * (`ip netns exec`), which then is its "host".
  */
 export function cni(binary: string, call: CniCall, config: unknown, inNs?: string): CniOutput {
-  const env: Record<string, string> = { PATH: process.env.PATH ?? "/usr/bin:/bin", CNI_COMMAND: call.command };
-  if (call.containerId !== undefined) env.CNI_CONTAINERID = call.containerId;
-  if (call.netns !== undefined) env.CNI_NETNS = call.netns;
-  if (call.ifName !== undefined) env.CNI_IFNAME = call.ifName;
-  if (call.args !== undefined) env.CNI_ARGS = call.args;
-  env.CNI_PATH = call.path ?? BIN;
-  for (const [key, value] of Object.entries(call.env ?? {})) {
-    if (value === undefined) delete env[key];
-    else env[key] = value;
-  }
+  const env = cniEnvironment(call);
   const input = typeof config === "string" ? config : JSON.stringify(config);
   const argv = inNs ? ["ip", "netns", "exec", inNs, binary] : [binary];
   const run = executor.run(argv, { input, env });

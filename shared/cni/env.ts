@@ -2,20 +2,10 @@
  * The CNI_* environment variables (reference §1.1), validated per verb the way upstream skel does.
  */
 import { CniError, ErrorCode } from "./errors.ts";
-import type { Verb } from "./types.ts";
+import type { CmdArgs, Verb } from "./types.ts";
 
-export interface Environment {
-  command: Verb;
-  /** Empty for verbs that do not need it (STATUS, GC, VERSION) and it was not given. */
-  containerId: string;
-  /** Empty when not given; DEL allows that. */
-  netns: string;
-  ifName: string;
-  /** CNI_ARGS, raw. */
-  args: string;
-  /** CNI_PATH split on ':', empty entries dropped. */
-  path: string[];
-}
+/** What the environment says about a request: everything the verbs get but the config. */
+export type Environment = Omit<CmdArgs, "conf">;
 
 export const VERBS: readonly Verb[] = ["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"];
 
