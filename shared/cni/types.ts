@@ -77,13 +77,14 @@ export interface Attachment {
 /** Everything the dispatcher hands to a verb. */
 export interface CmdArgs {
   command: Verb;
+  /** Empty for verbs that do not need it (STATUS, GC, VERSION) when it was not given. */
   containerId: string;
   /** Empty when the runtime gave none (allowed for DEL). */
   netns: string;
   ifName: string;
   /** CNI_ARGS, raw. */
   args: string;
-  /** CNI_PATH split on ':'. */
+  /** CNI_PATH split on ':', empty entries dropped. */
   path: string[];
   conf: NetConf;
 }
