@@ -237,6 +237,24 @@ describe("macvlan DEL", () => {
     }
   });
 
+  test("releases the address when CNI_NETNS is no longer a namespace (an unmounted leftover file)", () => {
+    const host = node();
+    const pod = netns("pod");
+    const plugins = pluginDir();
+    writeFileSync(join(plugins, "recorder"), recordingIpam(join(plugins, "calls.log")), { mode: 0o755 });
+    const stale = join(plugins, "stale-netns");
+    writeFileSync(stale, "");
+    try {
+      const config = conf({ ipam: { ...(conf().ipam as object), type: "recorder" } });
+      expect(cni(MACVLAN, call("ADD", pod, { path: plugins }), config, host.ns).code).toBe(0);
+      const del = cni(MACVLAN, call("DEL", pod, { path: plugins, netns: stale }), config, host.ns);
+      expect(del.code, del.stdout).toBe(0);
+      expect(readFileSync(join(plugins, "calls.log"), "utf8").trim().split("\n")).toEqual([`ADD ctr-${pod}`, `DEL ctr-${pod}`]);
+    } finally {
+      removeDir(plugins);
+    }
+  });
+
   test("succeeds when the namespace is already gone, and when CNI_NETNS is empty", () => {
     const host = node();
     const pod = netns("pod");

@@ -4,7 +4,8 @@
  * tables, and side by side with upstream sbr v1.9.1.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   BIN,
@@ -221,6 +222,20 @@ describe("sbr DEL", () => {
     sh("ip", ["-n", pod, "link", "del", "net1"]);
     expect(cni(SBR, call("DEL", pod), sbrConf(result), host.ns).code).toBe(0);
     expect(sbrRules(pod)).toEqual([]);
+  });
+
+  test("succeeds when CNI_NETNS is a leftover plain file, not a namespace", () => {
+    const host = node();
+    const pod = podWithPrimary(host);
+    const { result } = chain(SBR, host, pod, [{ address: "10.10.0.5/24", gateway: "10.10.0.1" }]);
+    const stale = join(tmpdir(), `cnit-stale-${process.pid}`);
+    writeFileSync(stale, "");
+    try {
+      const del = cni(SBR, { ...call("DEL", pod), netns: stale }, sbrConf(result), host.ns);
+      expect(del.code, del.stdout).toBe(0);
+    } finally {
+      rmSync(stale, { force: true });
+    }
   });
 
   test("succeeds when the namespace is gone or CNI_NETNS is empty, and creates nothing there", () => {

@@ -11,7 +11,7 @@ import type { CmdArgs, NetConf, Result } from "./cni/types.ts";
 import { checkInterface, configureInterface, defaultRouteLink, kernel } from "./configure.ts";
 import { logger } from "./log.ts";
 import { type Link, type LinkSpec, Netlink, NetlinkError, isNotFound } from "./netlink/index.ts";
-import { Netns, NetnsNotFoundError, sysctlSet } from "./netns.ts";
+import { Netns, isNetnsGone, sysctlSet } from "./netns.ts";
 
 export interface ChildLinkConfig {
   /** Undefined: chosen by `resolveMaster`, or the link of the default route. */
@@ -155,8 +155,10 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
 
     del(args) {
       const config = kind.loadConfig(args.conf, args.args);
-      // The link first, so that a failing IPAM cannot keep the pod's interface alive. No master
+      // The link first, so that a failing IPAM cannot keep the pod's interface alive; and IPAM
+      // whatever happened to the link, so that no failure there can keep the address. No master
       // lookup: DEL must work when the node's routes or the master are gone.
+      let linkFailure: unknown;
       if (args.netns) {
         try {
           const pod = Netns.open(args.netns);
@@ -172,10 +174,11 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
             pod.close();
           }
         } catch (err) {
-          if (!(err instanceof NetnsNotFoundError)) throw err;
+          if (!isNetnsGone(err)) linkFailure = err;
         }
       }
       if (config.hasIpam) ipamDel(args);
+      if (linkFailure) throw linkFailure;
     },
 
     check(args) {

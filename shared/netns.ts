@@ -18,6 +18,21 @@ export class NetnsNotFoundError extends CniError {
   }
 }
 
+/**
+ * CNI_NETNS is a file but no namespace: typically the bind mount of a sandbox that is gone (an
+ * unmounted /run/netns entry left behind). DEL treats this as "already cleaned up" too.
+ */
+export class NetnsInvalidError extends CniError {
+  constructor(readonly path: string) {
+    super(ErrorCode.InvalidNetns, `"${path}" is not a network namespace`);
+  }
+}
+
+/** For DEL: the pod's namespace is gone, so is everything a plugin made inside it. */
+export function isNetnsGone(err: unknown): boolean {
+  return err instanceof NetnsNotFoundError || err instanceof NetnsInvalidError;
+}
+
 const NSFS_MAGIC = 0x6e736673;
 const PROC_SUPER_MAGIC = 0x9fa0;
 
@@ -40,10 +55,18 @@ export class Netns {
     }
     // Namespace files live on nsfs (or procfs, for /proc/<pid>/ns/net on old kernels). A file
     // elsewhere, e.g. a stale path re-created as a plain file, is not a namespace.
-    const magic = statfsSync(path).type;
+    let magic: number;
+    try {
+      magic = statfsSync(path).type;
+    } catch (err) {
+      closeSync(fd);
+      // Unmounted between our open and our look: as gone as it gets.
+      if (errnoCode(err) === "ENOENT") throw new NetnsNotFoundError(path);
+      throw new CniError(ErrorCode.InvalidNetns, `failed to inspect network namespace "${path}": ${describe(err)}`);
+    }
     if (magic !== NSFS_MAGIC && magic !== PROC_SUPER_MAGIC) {
       closeSync(fd);
-      throw new CniError(ErrorCode.InvalidNetns, `"${path}" is not a network namespace`);
+      throw new NetnsInvalidError(path);
     }
     return new Netns(fd, path);
   }

@@ -26,7 +26,7 @@ import {
 } from "../../shared/ip.ts";
 import { logger } from "../../shared/log.ts";
 import { type Link, type Netlink, type Route, RT_SCOPE_LINK, RT_TABLE_MAIN, isNotFound } from "../../shared/netlink/index.ts";
-import { Netns, NetnsNotFoundError } from "../../shared/netns.ts";
+import { Netns, isNetnsGone } from "../../shared/netns.ts";
 import { type SbrConfig, addressesOf, loadConfig } from "./config.ts";
 
 const log = logger("sbr");
@@ -79,7 +79,7 @@ export const sbr: PluginVerbs = {
         // The table's routes go with the interface when the interface plugin deletes it.
       });
     } catch (err) {
-      if (!(err instanceof NetnsNotFoundError)) throw err;
+      if (!isNetnsGone(err)) throw err;
     }
   },
 

@@ -116,13 +116,24 @@ describe("whose lease", () => {
     expect(belongsTo({ id: "c", podref: "p" }, "c", "net7")).toBe(true);
   });
 
-  test("GC picks what no valid attachment accounts for", () => {
+  test("GC picks this network's entries that no valid attachment accounts for", () => {
+    const tagged = leases.map((lease) => ({ ...lease, allocation: { ...lease.allocation, network: "storage" } }));
     const valid = [
       { containerID: "c2", ifname: "net2" },
       { containerID: "c3", ifname: "eth9" },
       { containerID: "old", ifname: "net9" },
     ];
-    expect(garbage(leases, valid).map((l) => l.key)).toEqual(["1"]);
-    expect(garbage(leases, []).map((l) => l.key)).toEqual(["1", "2", "3"]);
+    expect(garbage(tagged, valid, "storage").map((l) => l.key)).toEqual(["1"]);
+    expect(garbage(tagged, [], "storage").map((l) => l.key)).toEqual(["1", "2", "3"]);
+  });
+
+  test("GC never picks another network's entries, nor untagged ones (upstream's, or older)", () => {
+    const mixed = [
+      { key: "1", address: 1n, allocation: { id: "a", podref: "ns/a", ifname: "net1", network: "storage" } },
+      { key: "2", address: 2n, allocation: { id: "b", podref: "ns/b", ifname: "net1", network: "other" } },
+      { key: "3", address: 3n, allocation: { id: "c", podref: "ns/c", ifname: "net1" } },
+    ];
+    expect(garbage(mixed, [], "storage").map((l) => l.key)).toEqual(["1"]);
+    expect(garbage(mixed, [], "other").map((l) => l.key)).toEqual(["2"]);
   });
 });

@@ -79,7 +79,15 @@ export function belongsTo(allocation: Allocation, containerId: string, ifName: s
   return allocation.id === containerId && (!allocation.ifname || allocation.ifname === ifName);
 }
 
-/** GC's choice: the entries no valid attachment accounts for (same rule as belongsTo). */
-export function garbage(leases: readonly Lease[], valid: readonly Attachment[]): Lease[] {
-  return leases.filter((lease) => !valid.some((attachment) => belongsTo(lease.allocation, attachment.containerID, attachment.ifname)));
+/**
+ * GC's choice: this network's entries that no valid attachment accounts for (same rule as
+ * belongsTo). An entry another network wrote, or one without a network (written by upstream or
+ * by DEL-era code), is never garbage here: the runtime's list says nothing about it.
+ */
+export function garbage(leases: readonly Lease[], valid: readonly Attachment[], network: string): Lease[] {
+  return leases.filter(
+    (lease) =>
+      lease.allocation.network === network &&
+      !valid.some((attachment) => belongsTo(lease.allocation, attachment.containerID, attachment.ifname)),
+  );
 }

@@ -139,14 +139,14 @@ describe("reservations", () => {
 });
 
 describe("through the operations", () => {
-  test("ADD and DEL leave the files an upstream IPPool and ORIP would hold", async () => {
+  test("ADD and DEL leave the files an upstream IPPool and ORIP would hold, plus the network tag GC needs", async () => {
     const config = configOf({ range: "192.168.2.224/28", datastore_dir: dir });
     const ctx = { store: store(), config, log: recordingLogger() };
     const result = await allocate(ctx, { containerId: "0c85e190", ifName: "net1", podRef: "default/web-0" });
     expect(result.ips).toEqual([{ address: "192.168.2.225/28" }]);
     expect(JSON.parse(readFileSync(join(dir, "default/ippools/192.168.2.224-28.json"), "utf8"))).toEqual({
       range: "192.168.2.224/28",
-      allocations: { "1": { id: "0c85e190", podref: "default/web-0", ifname: "net1" } },
+      allocations: { "1": { id: "0c85e190", podref: "default/web-0", ifname: "net1", network: "net" } },
     });
     expect(JSON.parse(readFileSync(join(dir, "default/overlappingrangeipreservations/192.168.2.225.json"), "utf8"))).toEqual({
       podref: "default/web-0",

@@ -201,6 +201,7 @@ function decodePool(decoded: unknown, path: string): Pool {
     }
     const allocation: Allocation = { id: value.id, podref: value.podref };
     if (typeof value.ifname === "string" && value.ifname !== "") allocation.ifname = value.ifname;
+    if (typeof value.network === "string" && value.network !== "") allocation.network = value.network;
     allocations.set(key, allocation);
   }
   return { range: decoded.range, allocations };
@@ -210,8 +211,8 @@ function encodePool(range: string, allocations: ReadonlyMap<string, Allocation>)
   // Keys in offset order, so the file reads like the pool it is.
   const keys = [...allocations.keys()].sort((a, b) => (a.length - b.length) || (a < b ? -1 : a > b ? 1 : 0));
   const entries = keys.map((key) => {
-    const { id, podref, ifname } = allocations.get(key)!;
-    return `    ${JSON.stringify(key)}: ${JSON.stringify({ id, podref, ...(ifname ? { ifname } : {}) })}`;
+    const { id, podref, ifname, network } = allocations.get(key)!;
+    return `    ${JSON.stringify(key)}: ${JSON.stringify({ id, podref, ...(ifname ? { ifname } : {}), ...(network ? { network } : {}) })}`;
   });
   const body = entries.length === 0 ? "{}" : `{\n${entries.join(",\n")}\n  }`;
   return `{\n  "range": ${JSON.stringify(range)},\n  "allocations": ${body}\n}\n`;

@@ -68,8 +68,20 @@ export const whereabouts: PluginVerbs = {
     await withContext(args, (ctx) => status(ctx));
   },
 
+  /**
+   * The file store releases this network's entries no valid attachment accounts for. The
+   * Kubernetes store releases nothing: its pools are cluster-wide, and a runtime's list names only
+   * its own node's attachments (cnitool's none at all), so every other node's pods would lose
+   * their addresses. There, GC only replays this node's journal (done for every verb).
+   */
   async gc(args: CmdArgs, valid: Attachment[]): Promise<void> {
-    await withContext(args, (ctx) => collectGarbage(ctx, valid));
+    await withContext(args, async (ctx) => {
+      if (ctx.config.store.kind === "kubernetes") {
+        ctx.log.info("GC releases nothing on the cluster-wide Kubernetes store; journalled releases were replayed");
+        return;
+      }
+      await collectGarbage(ctx, valid);
+    });
   },
 };
 
@@ -80,6 +92,15 @@ async function withContext<T>(args: CmdArgs, work: (ctx: Context) => Promise<T>)
   if (config.flatFile) log.debug(`merged flat file ${config.flatFile}`);
   if (config.nodeSliceSize && config.store.kind === "file") {
     log.debug("node_slice_size is ignored by the file store: its single node owns the whole range");
+  }
+  if (config.nodeSliceSize && config.store.kind === "kubernetes") {
+    // Upstream's nodes in slice mode allocate from per-node pools; allocating from the whole-range
+    // pool beside them would hand out their addresses again.
+    throw new CniError(
+      ErrorCode.InvalidConfig,
+      `"node_slice_size" (upstream's node slices) is not supported with the Kubernetes store`,
+      "remove it to allocate from the whole range; do not mix with upstream nodes that use node slices",
+    );
   }
   // One deadline for every API call of this invocation, journal replay included.
   const deadline = config.store.kind === "kubernetes" ? Date.now() + config.store.timeoutMs : Infinity;

@@ -41,15 +41,15 @@ class RacedStore extends MemoryStore {
 }
 
 describe("ADD", () => {
-  test("lowest free address first; the pool records id, podref and ifname under the offset", async () => {
+  test("lowest free address first; the pool records id, podref, ifname (and the network) under the offset", async () => {
     const store = new MemoryStore();
     expect(await addresses(store, V4, pod(1))).toEqual(["10.0.0.1/29"]);
     expect(await addresses(store, V4, pod(2))).toEqual(["10.0.0.2/29"]);
     await release(contextOf(store, V4), "ctr-1", "net1");
     expect(await addresses(store, V4, pod(3))).toEqual(["10.0.0.1/29"]);
     expect(store.allocations("10.0.0.0-29")).toEqual({
-      "1": { id: "ctr-3", podref: "default/pod-3", ifname: "net1" },
-      "2": { id: "ctr-2", podref: "default/pod-2", ifname: "net1" },
+      "1": { id: "ctr-3", podref: "default/pod-3", ifname: "net1", network: "net" },
+      "2": { id: "ctr-2", podref: "default/pod-2", ifname: "net1", network: "net" },
     });
   });
 
@@ -69,7 +69,7 @@ describe("ADD", () => {
     const ipam = { ipRanges: [{ range: "10.0.0.0/24" }, { range: "fd00::/64" }], gateway: "10.0.0.254" };
     const result = await allocate(contextOf(store, ipam), pod(1));
     expect(result.ips).toEqual([{ address: "10.0.0.1/24", gateway: "10.0.0.254" }, { address: "fd00::1/64" }]);
-    expect(store.allocations("fd00---64")).toEqual({ "1": { id: "ctr-1", podref: "default/pod-1", ifname: "net1" } });
+    expect(store.allocations("fd00---64")).toEqual({ "1": { id: "ctr-1", podref: "default/pod-1", ifname: "net1", network: "net" } });
   });
 
   test("the gateway is never handed out", async () => {
@@ -115,7 +115,7 @@ describe("ADD", () => {
     await release(contextOf(store, { range: "fd00::/126" }), "ctr-1", "net1"); // pod 1 keeps only its IPv4 address
     await addresses(store, { range: "fd00::/126" }, pod(3));
     expect((await failure(allocate(contextOf(store, ipam), pod(1)))).code).toBe(102);
-    expect(store.allocations("10.0.0.0-24")["1"]).toEqual({ id: "ctr-1", podref: "default/pod-1", ifname: "net1" });
+    expect(store.allocations("10.0.0.0-24")["1"]).toEqual({ id: "ctr-1", podref: "default/pod-1", ifname: "net1", network: "net" });
   });
 
   test("range_start, range_end and exclude shape the order", async () => {

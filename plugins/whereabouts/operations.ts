@@ -123,7 +123,7 @@ async function allocateInRange(ctx: Context, range: IpRange, who: Requester, att
           if (outcome === "claimed") claimed.add(name);
         }
         const key = own?.key ?? allocationKey(address, base);
-        const entry: Allocation = { id: who.containerId, podref: who.podRef, ifname: who.ifName };
+        const entry: Allocation = { id: who.containerId, podref: who.podRef, ifname: who.ifName, network: config.name };
         const unchanged = own !== undefined && stale.length === 0 && sameAllocation(own.allocation, entry);
         const next = new Map(current.allocations);
         for (const lease of stale) next.delete(lease.key);
@@ -149,7 +149,7 @@ function addressesOf(leases: readonly Lease[]): bigint[] {
 }
 
 function sameAllocation(a: Allocation, b: Allocation): boolean {
-  return a.id === b.id && a.podref === b.podref && (a.ifname ?? "") === (b.ifname ?? "");
+  return a.id === b.id && a.podref === b.podref && (a.ifname ?? "") === (b.ifname ?? "") && a.network === b.network;
 }
 
 function reportUnreadable(ctx: Context, pool: PoolId, leases: readonly Lease[]): void {
@@ -183,9 +183,9 @@ export async function release(ctx: Context, containerId: string, ifName: string)
   return releaseWhere(ctx, (leases) => leases.filter((lease) => belongsTo(lease.allocation, containerId, ifName)));
 }
 
-/** GC: releases every allocation of this network's ranges that no valid attachment accounts for. */
+/** GC: releases every allocation this network wrote in its ranges that no valid attachment accounts for. */
 export async function collectGarbage(ctx: Context, valid: readonly Attachment[]): Promise<string[]> {
-  return releaseWhere(ctx, (leases) => garbage(leases, valid));
+  return releaseWhere(ctx, (leases) => garbage(leases, valid, ctx.config.name));
 }
 
 /** Removes the chosen entries of every range's pool, then their reservations; returns the addresses released. */

@@ -13,6 +13,12 @@ export interface Allocation {
   id: string;
   podref: string;
   ifname?: string;
+  /**
+   * The CNI network (config `name`) whose ADD wrote the entry: GC releases only its own network's
+   * entries, since two networks may share a pool. Kept by the file store only; the Kubernetes
+   * objects hold exactly upstream's fields.
+   */
+  network?: string;
 }
 
 /** An IPPool's spec. An absent pool reads as `{ range: <its range>, allocations: empty }`. */
