@@ -237,3 +237,19 @@ describe("accessors", () => {
     expect(error.msg).toMatch(/^invalid "big": expected an integer, got "x{76}\.\.\.$/);
   });
 });
+
+describe("prevResult for DEL", () => {
+  const bad = JSON.stringify({ cniVersion: "1.0.0", name: "n", type: "macvlan", prevResult: { cniVersion: "1.0.0", ips: [{ address: "nope" }] } });
+
+  it("is refused when it does not parse, except with lenientPrevResult (DEL), which drops it", () => {
+    expect(() => parseNetConf(bad)).toThrow(/prevResult/);
+    expect(parseNetConf(bad, { lenientPrevResult: true }).prevResult).toBeUndefined();
+  });
+
+  it("keeps an interface index past the interfaces list, as upstream", () => {
+    const conf = parseNetConf(
+      JSON.stringify({ cniVersion: "1.0.0", name: "n", prevResult: { cniVersion: "1.0.0", interfaces: [{ name: "net1" }], ips: [{ address: "10.0.0.1/8", interface: 3 }] } }),
+    );
+    expect(conf.prevResult?.ips).toEqual([{ address: "10.0.0.1/8", interface: 3 }]);
+  });
+});

@@ -11,7 +11,11 @@ import { parseResult, readDns } from "./version.ts";
 
 export { isJsonObject };
 
-export function parseNetConf(stdin: string): NetConf {
+/**
+ * `lenientPrevResult`: a prevResult that does not parse is dropped instead of refused. DEL uses it:
+ * a runtime's cached result it cannot read must not make the attachment undeletable.
+ */
+export function parseNetConf(stdin: string, options: { lenientPrevResult?: boolean } = {}): NetConf {
   let decoded: unknown;
   try {
     decoded = JSON.parse(stdin);
@@ -61,7 +65,13 @@ export function parseNetConf(stdin: string): NetConf {
   if (args !== undefined) conf.args = args;
 
   const prevResult = fields.get("prevResult");
-  if (prevResult !== undefined) conf.prevResult = parseResult(prevResult, "prevResult", cniVersion);
+  if (prevResult !== undefined) {
+    try {
+      conf.prevResult = parseResult(prevResult, "prevResult", cniVersion);
+    } catch (err) {
+      if (!options.lenientPrevResult) throw err;
+    }
+  }
   return conf;
 }
 

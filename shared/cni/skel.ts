@@ -61,7 +61,7 @@ export async function runPlugin(verbs: PluginVerbs, io: PluginIO = processIO()):
 
     const stdin = readStdin(io);
     replyVersion = requestVersion(stdin) ?? LATEST;
-    const conf = parseNetConf(stdin);
+    const conf = parseNetConf(stdin, { lenientPrevResult: environment.command === "DEL" });
     checkConfigVersion(environment.command, conf.cniVersion);
     const args: CmdArgs = { ...environment, conf };
     // Upstream checks this only after the verb ran; by then an ADD has already configured the

@@ -276,10 +276,9 @@ function readInterface(fields: FieldReader): Interface {
 function readIpConfig(fields: FieldReader, legacy: boolean, interfaceCount: number): IPConfig {
   const ip: IPConfig = { address: readCidr(fields, "address") };
   const gateway = readIpAddress(fields, "gateway");
+  // An index past `interfaces` is kept, not refused: upstream accepts it (sbr counts such an
+  // address as the interface's own), and refusing it would make a whole chain undeletable.
   const index = fields.integer("interface", { min: 0 });
-  if (index !== undefined && index >= interfaceCount) {
-    fields.fail("interface", `an index into "interfaces" (which has ${interfaceCount} entries)`);
-  }
   // Only 0.x results carry "version"; a 1.x reader ignores the key like any unknown one.
   if (legacy) {
     const version = fields.string("version");
