@@ -284,6 +284,13 @@ describe("sbr bad input: a CNI error, nothing added", () => {
     expectUntouched(cni(SBR, call("ADD", pod, "net7"), sbrConf(iface), host.ns), pod, /net7/);
   });
 
+  test("a gateway the kernel cannot route via: the rule added before is taken back", () => {
+    const { host, pod, iface } = podWithNet1();
+    const out = cni(SBR, call("ADD", pod), sbrConf(iface, { gateways: ["192.0.2.1"] }), host.ns);
+    expectUntouched(out, pod, /default route via 192\.0\.2\.1/);
+    expect(out.json!.code).toBe(100);
+  });
+
   test("two gateways of one family", () => {
     const { host, pod, iface } = podWithNet1();
     const out = cni(SBR, call("ADD", pod), sbrConf(iface, { gateways: ["10.10.0.1", "10.10.0.2"] }), host.ns);

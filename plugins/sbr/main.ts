@@ -48,10 +48,17 @@ export const sbr: PluginVerbs = {
     inLockedNetns(args.netns, (nl) => {
       const link = nl.linkByName(args.ifName);
       if (!link) throw new CniError(ErrorCode.InvalidConfig, `interface "${args.ifName}" not found in the pod`);
-      if (config.table !== undefined) {
-        for (const ip of addresses) addSourceRule(nl, hostPrefix(ip), config.table);
-      } else {
-        routeBySource(nl, link, addresses, config);
+      // A failure half way must not leave rules pointing at tables without routes.
+      const undo = new UndoLog();
+      try {
+        if (config.table !== undefined) {
+          for (const ip of addresses) addSourceRule(nl, hostPrefix(ip), config.table, undo);
+        } else {
+          routeBySource(nl, link, addresses, config, undo);
+        }
+      } catch (err) {
+        undo.run();
+        throw err;
       }
     });
     return prev;
@@ -135,7 +142,7 @@ function inLockedNetns(path: string, work: (nl: Netlink) => void): void {
   }
 }
 
-function routeBySource(nl: Netlink, link: Link, addresses: IPConfig[], config: SbrConfig): void {
+function routeBySource(nl: Netlink, link: Link, addresses: IPConfig[], config: SbrConfig, undo: UndoLog): void {
   // Listed once, before we add anything: these are the routes to move.
   const mainRoutes = nl.routes({ table: RT_TABLE_MAIN, linkIndex: link.index });
   const usedTables = new Set(nl.rules().map((r) => r.table));
@@ -148,11 +155,12 @@ function routeBySource(nl: Netlink, link: Link, addresses: IPConfig[], config: S
     usedTables.add(table);
     handledFamilies.add(host.family);
 
-    addSourceRule(nl, host, table);
+    addSourceRule(nl, host, table, undo);
     const gw = gatewayFor(ip, host.family, config);
     if (gw) {
       const route = { dst: defaultPrefix(host.family), gw, linkIndex: link.index, table };
       kernel(`failed to add default route via ${formatIp(gw)} to table ${table}`, () => nl.routeAdd(route, "exclusive"));
+      undo.push(() => nl.routeDel(route));
     }
     // Only routes of the address's own family: upstream also copies (and then deletes from main)
     // the other family's routes, which breaks IPv6 link-local on an IPv4-only interface.
@@ -160,6 +168,7 @@ function routeBySource(nl: Netlink, link: Link, addresses: IPConfig[], config: S
       if (route.family !== host.family || !belongsTo(route, subnet)) continue;
       const copy = { ...route, table };
       kernel(`failed to copy route to ${formatPrefix(route)} into table ${table}`, () => nl.routeAdd(copy, "replace"));
+      undo.push(() => nl.routeDel(copy));
     }
   }
 
@@ -169,6 +178,7 @@ function routeBySource(nl: Netlink, link: Link, addresses: IPConfig[], config: S
   } else {
     for (const route of moved) {
       kernel(`failed to delete route to ${formatPrefix(route)} from the main table`, () => nl.routeDel(route));
+      undo.push(() => nl.routeAdd(route, "add"));
     }
   }
 }
@@ -203,8 +213,30 @@ function belongsTo(route: Route, subnet: Prefix): boolean {
   return !route.src && !route.gw;
 }
 
-function addSourceRule(nl: Netlink, host: Prefix, table: number): void {
-  kernel(`failed to add rule from ${formatIp(host.ip)} lookup ${table}`, () => nl.ruleAdd({ family: host.family, table, src: host }));
+function addSourceRule(nl: Netlink, host: Prefix, table: number, undo: UndoLog): void {
+  const rule = { family: host.family, table, src: host };
+  kernel(`failed to add rule from ${formatIp(host.ip)} lookup ${table}`, () => nl.ruleAdd(rule));
+  undo.push(() => nl.ruleDel(rule));
+}
+
+/** What ADD changed so far, to take back in reverse order when a later step fails. */
+class UndoLog {
+  private readonly steps: (() => void)[] = [];
+
+  push(step: () => void): void {
+    this.steps.push(step);
+  }
+
+  /** Best effort: the ADD's own error is what the runtime must see. */
+  run(): void {
+    for (const step of this.steps.reverse()) {
+      try {
+        step();
+      } catch (err) {
+        log.error(`undoing a half-done ADD: ${errorText(err)}`);
+      }
+    }
+  }
 }
 
 function gatewayFor(ip: IPConfig, family: Family, config: SbrConfig): IP | undefined {
