@@ -181,6 +181,14 @@ describe("sbr default mode", () => {
     expect(table(pod, 100)).toContainEqual(expect.objectContaining({ dst: "default", gateway: "10.10.0.1" }));
   });
 
+  test("CHECK of the whole chain passes: macvlan's CHECK finds its routes in sbr's table", () => {
+    const host = node();
+    const pod = podWithPrimary(host);
+    const { result } = chain(SBR, host, pod, [{ address: "10.10.0.5/24", gateway: "10.10.0.1" }]);
+    const check = cni(MACVLAN, call("CHECK", pod), { ...macvlanConf([{ address: "10.10.0.5/24", gateway: "10.10.0.1" }]), prevResult: result }, host.ns);
+    expect(check.code, check.stdout).toBe(0);
+  });
+
   test("CHECK passes after ADD and fails once a rule is gone", () => {
     const host = node();
     const pod = podWithPrimary(host);

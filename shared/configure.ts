@@ -16,7 +16,7 @@ import {
   parsePrefix,
   sameIp,
 } from "./ip.ts";
-import { type Link, type Netlink, NetlinkError, RT_TABLE_MAIN } from "./netlink/index.ts";
+import { type Link, type Netlink, NetlinkError, RT_TABLE_LOCAL, RT_TABLE_MAIN } from "./netlink/index.ts";
 import { type Netns, sysctlGet, sysctlSet } from "./netns.ts";
 
 const DAD_TIMEOUT_MS = 5000;
@@ -74,12 +74,14 @@ export function configureInterface(ns: Netns, nl: Netlink, ifName: string, resul
 
 /**
  * The interface plugins' CHECK: every address of `result` for this interface is on the link
- * with a main-table route to its subnet, and every route of `result` exists in the main table.
+ * with a route to its subnet, and every route of `result` exists. Routes are looked for in every
+ * table, not only main (upstream's choice): a chained sbr moves them into a table of their own,
+ * and CHECK of the chain must still pass (upstream's fails, containernetworking/plugins#297).
  */
 export function checkInterface(nl: Netlink, link: Link, ifName: string, result: Result): void {
   const interfaces = result.interfaces ?? [];
   const onLink = nl.addrs({ linkIndex: link.index });
-  const mainRoutes = nl.routes({ table: RT_TABLE_MAIN });
+  const knownRoutes = nl.routes().filter((r) => r.table !== RT_TABLE_LOCAL);
   for (const entry of result.ips ?? []) {
     if (entry.interface === undefined || interfaces[entry.interface]?.name !== ifName) continue;
     const want = parsePrefix(entry.address);
@@ -87,7 +89,7 @@ export function checkInterface(nl: Netlink, link: Link, ifName: string, result: 
       throw new CniError(ErrorCode.Internal, `address ${entry.address} is not on "${ifName}"`);
     }
     const subnet = networkOf(want);
-    if (!mainRoutes.some((r) => samePrefix(r.dst, subnet))) {
+    if (!knownRoutes.some((r) => samePrefix(r.dst, subnet))) {
       throw new CniError(ErrorCode.Internal, `no route to ${formatPrefix(subnet)} for address ${entry.address} on "${ifName}"`);
     }
   }
@@ -95,7 +97,7 @@ export function checkInterface(nl: Netlink, link: Link, ifName: string, result: 
     const dst = networkOf(parsePrefix(route.dst));
     const gw = route.gw ? parseIp(route.gw) : undefined;
     const isDefault = dst.length === 0;
-    const found = mainRoutes.some(
+    const found = knownRoutes.some(
       (r) =>
         samePrefix(r.dst, dst) &&
         // A default route matches any default route of its family, as upstream.
