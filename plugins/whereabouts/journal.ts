@@ -30,8 +30,9 @@ export class ReleaseJournal {
   record(network: string, release: PendingRelease): string {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     // Network names and container IDs match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ and interface names hold
-    // no '/': the name is a safe file name. The temporary name is per process: there is no lock.
-    const path = join(this.dir, `${network}_${release.containerId}_${release.ifName}${SUFFIX}`);
+    // no '/' or ':': joined by ':' the parts make a safe file name that no other triple makes.
+    // The temporary name is per process: there is no lock.
+    const path = join(this.dir, `${network}:${release.containerId}:${release.ifName}${SUFFIX}`);
     writeFileAtomically(path, JSON.stringify(release), `${path}.${process.pid}.tmp`);
     return path;
   }

@@ -17,8 +17,6 @@ import { type Context, allocate, check, collectGarbage, release, status } from "
 import type { WhereaboutsStore } from "./store.ts";
 
 const NAME = "whereabouts";
-/** Journal entries replayed per invocation at most, so that a long backlog cannot stall an ADD. */
-const REPLAY_LIMIT = 20;
 
 export const whereabouts: PluginVerbs = {
   name: NAME,
@@ -124,10 +122,12 @@ async function openStore(config: WhereaboutsConfig, deadline: number): Promise<W
 
 /**
  * Replays releases an earlier DEL on this node had to journal, each with the configuration it
- * was recorded with. Stops at the first sign that the API is still away; the entry stays.
+ * was recorded with. Stops at the first sign that the API is still away (the invocation's
+ * deadline bounds the whole replay); an entry that fails otherwise stays, logged, and the next
+ * ones are still tried.
  */
 async function replayJournal(journal: ReleaseJournal, log: Logger, deadline: number): Promise<void> {
-  for (const entry of journal.pending().slice(0, REPLAY_LIMIT)) {
+  for (const entry of journal.pending()) {
     const { release: pending } = entry;
     try {
       const config = loadConfig(parseNetConf(pending.config), pending.cniArgs);
