@@ -6,7 +6,7 @@
  * work inside a namespace, so nothing can interleave while the thread is elsewhere. Netlink
  * sockets are created inside the target namespace and keep acting on it after we switch back.
  */
-import { closeSync, openSync, readFileSync, statfsSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, statfsSync, writeFileSync, writeSync } from "node:fs";
 import { CniError, ErrorCode } from "./cni/errors.ts";
 import { Netlink } from "./netlink/index.ts";
 import * as libc from "./netlink/libc.ts";
@@ -88,7 +88,7 @@ export class Netns {
         }
         return result;
       } finally {
-        libc.setns(origin, libc.CLONE_NEWNET);
+        returnHome(origin);
       }
     } finally {
       closeSync(origin);
@@ -152,6 +152,22 @@ function sysctlPath(name: string): string {
   const dot = name.indexOf(".");
   const path = dot >= 0 && (slash < 0 || dot < slash) ? name.replaceAll(".", "/") : name;
   return `/proc/sys/${path}`;
+}
+
+/**
+ * Switches the thread back. If that fails the thread is stuck in the other namespace, and any
+ * further work (an IPAM exec, a cleanup) would act there: the process ends at once, with the
+ * error object a runtime expects.
+ */
+function returnHome(origin: number): void {
+  try {
+    libc.setns(origin, libc.CLONE_NEWNET);
+  } catch (err) {
+    const error = new CniError(ErrorCode.Kernel, `cannot return to the plugin's own network namespace: ${describe(err)}`);
+    writeSync(1, JSON.stringify(error.toJSON("1.1.0"), null, 4));
+    writeSync(2, `${error.message}\n`);
+    process.exit(1);
+  }
 }
 
 function errnoCode(err: unknown): string | undefined {

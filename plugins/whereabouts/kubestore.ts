@@ -13,7 +13,7 @@
  */
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import { KubeApiError, KubeClient, KubeUnavailableError, type JsonPatchOperation, type ObjectMeta } from "../../shared/kube/client.ts";
-import { type Connection, KubeconfigError, inClusterConnection, loadKubeconfig } from "../../shared/kube/config.ts";
+import { KubeconfigError, inClusterConnection, loadKubeconfig } from "../../shared/kube/config.ts";
 import type { StoreChoice } from "./config.ts";
 import {
   type Allocation,
@@ -49,16 +49,18 @@ export async function openKubernetesStore(
   deadline: number,
   env: Record<string, string | undefined> = process.env,
 ): Promise<KubernetesStore> {
-  let connection: Connection;
+
   try {
-    connection = choice.kubeconfig ? await loadKubeconfig(choice.kubeconfig) : inClusterConnection(env);
+    const connection = choice.kubeconfig ? await loadKubeconfig(choice.kubeconfig) : inClusterConnection(env);
+    return new KubernetesStore(new KubeClient(connection, { deadline }));
   } catch (err) {
-    if (err instanceof KubeconfigError) {
-      throw new CniError(ErrorCode.InvalidConfig, `cannot use the Kubernetes datastore: ${err.message}`);
+    // A kubeconfig that does not resolve, or a token or CA file it names that cannot be read.
+    const reason = err instanceof Error ? err.message : String(err);
+    if (err instanceof KubeconfigError || (err instanceof Error && "code" in err)) {
+      throw new CniError(ErrorCode.InvalidConfig, `cannot use the Kubernetes datastore: ${reason}`);
     }
     throw err;
   }
-  return new KubernetesStore(new KubeClient(connection, { deadline }));
 }
 
 export class KubernetesStore implements WhereaboutsStore {
