@@ -49,7 +49,6 @@ export async function openKubernetesStore(
   deadline: number,
   env: Record<string, string | undefined> = process.env,
 ): Promise<KubernetesStore> {
-
   try {
     const connection = choice.kubeconfig ? await loadKubeconfig(choice.kubeconfig) : inClusterConnection(env);
     return new KubernetesStore(new KubeClient(connection, { deadline }));
