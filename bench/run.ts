@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Netns } from "../shared/netns.ts";
 import { benchIpvlanInGuest } from "./ipvlan.ts";
+import { benchWhereaboutsKube } from "./kube.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const BIN = join(ROOT, "bin");
@@ -205,4 +206,5 @@ function binSize(): void {
 benchMacvlan();
 await benchIpvlanInGuest(Math.min(RUNS, 15));
 await benchWhereabouts();
+await benchWhereaboutsKube();
 binSize();

@@ -7,8 +7,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-[ -x bin/macvlan ] || npm run build
-bash scripts/build-upstream.sh >/dev/null
+# What the suites need, each step quick when already done: Debian packages (iproute2, ping, qemu
+# and a kernel for the ipvlan guest), the plugins, upstream's binaries to compare against, and the
+# whereabouts suites' real API server (progress while a cold build runs).
+bash scripts/install-guest-deps.sh
+npm run build
+bash scripts/build-upstream.sh
+bash scripts/build-kube.sh
 
 reports=$(mktemp -d)
 trap 'rm -rf "$reports"' EXIT

@@ -137,3 +137,4 @@ describe("whose lease", () => {
     expect(garbage(mixed, [], "other").map((l) => l.key)).toEqual(["2"]);
   });
 });
+

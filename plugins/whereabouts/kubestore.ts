@@ -30,6 +30,8 @@ const API = "/apis/whereabouts.cni.cncf.io/v1alpha1";
 const API_VERSION = "whereabouts.cni.cncf.io/v1alpha1";
 const FIRST_BACKOFF_MS = 4;
 const MAX_BACKOFF_MS = 250;
+/** Time a failed ADD gets, past the invocation's deadline, to take back what it wrote. */
+const CLEANUP_BUDGET_MS = 3000;
 
 interface IPPoolObject {
   metadata: ObjectMeta;
@@ -43,15 +45,19 @@ interface ReservationObject {
 
 type KubernetesChoice = Extract<StoreChoice, { kind: "kubernetes" }>;
 
+/** Serialises this node's writers of one pool: `lock(name)` blocks until held, returns the release. */
+export type NodeLock = (poolName: string) => () => void;
+
 /** `deadline` (epoch ms) bounds every API call of this store: one per plugin invocation. */
 export async function openKubernetesStore(
   choice: KubernetesChoice,
   deadline: number,
+  nodeLock: NodeLock,
   env: Record<string, string | undefined> = process.env,
 ): Promise<KubernetesStore> {
   try {
     const connection = choice.kubeconfig ? await loadKubeconfig(choice.kubeconfig) : inClusterConnection(env);
-    return new KubernetesStore(new KubeClient(connection, { deadline }));
+    return new KubernetesStore(new KubeClient(connection, { deadline }), nodeLock);
   } catch (err) {
     // A kubeconfig that does not resolve, or a token or CA file it names that cannot be read.
     const reason = err instanceof Error ? err.message : String(err);
@@ -63,14 +69,31 @@ export async function openKubernetesStore(
 }
 
 export class KubernetesStore implements WhereaboutsStore {
-  constructor(readonly client: KubeClient) {}
+  constructor(
+    readonly client: KubeClient,
+    private readonly nodeLock: NodeLock,
+  ) {}
 
   async readPool(pool: PoolId): Promise<Pool> {
     const object = await this.call(() => this.client.get<IPPoolObject>(this.poolPath(pool.name)));
     return object ? decodePool(object, pool) : { range: pool.range, allocations: new Map() };
   }
 
+  /**
+   * Optimistic across nodes, serialised within one: racing writers of a pool all read the same
+   * version and all but one must start over, so dozens of a node's own ADDs racing each other
+   * mostly burn requests; behind a node-local lock, a pool sees one writer per node at a time.
+   */
   async updatePool<T>(pool: PoolId, change: (current: Pool) => Promise<PoolChange<T>>): Promise<T> {
+    const release = this.nodeLock(pool.name);
+    try {
+      return await this.updatePoolOptimistically(pool, change);
+    } finally {
+      release();
+    }
+  }
+
+  private async updatePoolOptimistically<T>(pool: PoolId, change: (current: Pool) => Promise<PoolChange<T>>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const object = await this.call(() => this.client.get<IPPoolObject>(this.poolPath(pool.name)));
       const current = object ? decodePool(object, pool) : { range: pool.range, allocations: new Map<string, Allocation>() };
@@ -130,6 +153,11 @@ export class KubernetesStore implements WhereaboutsStore {
         if (!isConflict(err)) throw toCniError(err);
       }
     }
+  }
+
+  async cleanup<T>(work: () => Promise<T>): Promise<T> {
+    this.client.extendDeadline(Date.now() + CLEANUP_BUDGET_MS);
+    return work();
   }
 
   async ping(): Promise<void> {

@@ -3,6 +3,8 @@
  * (Kubernetes) or from a store on this node only (`"datastore": "file"`). The verbs load the
  * config, open the store it names, and hand over to operations.ts.
  */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { parseNetConf } from "../../shared/cni/config.ts";
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import type { PluginVerbs } from "../../shared/cni/skel.ts";
@@ -115,8 +117,11 @@ async function openStore(config: WhereaboutsConfig, deadline: number): Promise<W
   switch (config.store.kind) {
     case "file":
       return openFileStore({ dir: config.store.dir, networkName: config.networkName, lock: flockFile });
-    case "kubernetes":
-      return openKubernetesStore(config.store, deadline);
+    case "kubernetes": {
+      const lockDir = join(config.store.journalDir, "..", "locks");
+      mkdirSync(lockDir, { recursive: true, mode: 0o700 });
+      return openKubernetesStore(config.store, deadline, (poolName) => flockFile(join(lockDir, `${poolName}.lock`)));
+    }
   }
 }
 

@@ -68,7 +68,7 @@ export async function allocate(ctx: Context, who: Requester): Promise<Result> {
     }
   } catch (err) {
     const undo = attempt.last ? [...taken, attempt.last] : taken;
-    await rollBack(ctx, undo.filter((t) => t.created), who);
+    await ctx.store.cleanup(() => rollBack(ctx, undo.filter((t) => t.created), who));
     throw err;
   }
   const ips: IPConfig[] = taken.map(({ range, address }) => {
@@ -137,7 +137,9 @@ async function allocateInRange(ctx: Context, range: IpRange, who: Requester, att
     for (const name of claimed) if (name !== kept) await releaseQuietly(ctx, name, holder);
     return result;
   } catch (err) {
-    for (const name of claimed) await releaseQuietly(ctx, name, holder);
+    await store.cleanup(async () => {
+      for (const name of claimed) await releaseQuietly(ctx, name, holder);
+    });
     throw err;
   }
 }

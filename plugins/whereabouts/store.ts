@@ -81,6 +81,13 @@ export interface WhereaboutsStore {
   /** Throws when the store cannot be read and written now (STATUS answers code 50 then). */
   ping(): Promise<void>;
 
+  /**
+   * Runs the undoing of a failed ADD (rollback, releasing claims). A store with a deadline gives
+   * it a short budget of its own: an ADD that failed because its time ran out must still take
+   * back what it wrote, or the range fills with orphans.
+   */
+  cleanup<T>(work: () => Promise<T>): Promise<T>;
+
   close(): Promise<void>;
 }
 

@@ -37,6 +37,10 @@ export class MemoryStore implements WhereaboutsStore {
     }
   }
 
+  async cleanup<T>(work: () => Promise<T>): Promise<T> {
+    return work();
+  }
+
   async claimReservation(name: string, holder: ReservationHolder): Promise<ClaimOutcome> {
     const existing = this.reservations.get(name);
     if (existing) return sameHolder(existing, holder) ? "held" : "taken";

@@ -50,7 +50,7 @@ export class KubeClient {
 
   constructor(
     private readonly connection: Connection,
-    private readonly options: KubeClientOptions,
+    private options: KubeClientOptions,
   ) {
     const token = currentToken(connection);
     this.headers = { Accept: "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) };
@@ -58,6 +58,11 @@ export class KubeClient {
 
   get namespace(): string {
     return this.connection.namespace;
+  }
+
+  /** Moves the deadline later (never earlier): for cleanup that must run after a timeout. */
+  extendDeadline(until: number): void {
+    this.options.deadline = Math.max(this.options.deadline, until);
   }
 
   /** GET; undefined when the object does not exist. */

@@ -1,0 +1,186 @@
+/**
+ * whereabouts on the Kubernetes store, in `npm run bench`: racing ADDs across 10 nodes against
+ * one real API server (conformance/kube), ours and then upstream v0.9.4's, on the same server in
+ * the same run. Prints numbers; asserts nothing (the conformance suites check correctness).
+ *
+ * A node is a datastore_dir of its own (ours keeps its DEL journal there); each node runs
+ * IN_FLIGHT_PER_NODE ADD processes at a time, as a kubelet starting many pods at once would, so
+ * 10 × that many processes race on one pool at any moment. Both binaries get the same pods, the
+ * same range (a /22: every pod fits) and the same schedule.
+ */
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { AdminApi, requestsBetween } from "../conformance/kube/objects.ts";
+import { startCluster } from "../conformance/kube/cluster.ts";
+import { cleanup, netns, nsPath } from "../conformance/harness.ts";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const OURS = join(ROOT, "bin/whereabouts");
+const UPSTREAM = join(ROOT, ".cache/upstream/whereabouts-v0.9.4/whereabouts");
+const NODES = 10;
+const IN_FLIGHT_PER_NODE = Number(process.env.BENCH_KUBE_IN_FLIGHT ?? 6);
+const PODS = Number(process.env.BENCH_KUBE_PODS ?? 500);
+/** Upstream serialises every ADD through one Lease; set lower if 500 of them take too long here. */
+const UPSTREAM_PODS = Number(process.env.BENCH_KUBE_UPSTREAM_PODS ?? PODS);
+const RANGE = "10.70.0.0/22";
+/** GNU time (Debian package "time"), for each process's peak RSS; without it RSS is not reported. */
+const TIME = existsSync("/usr/bin/time") ? "/usr/bin/time" : undefined;
+const RSS_MARK = "\nbench-maxrss-kb=";
+
+interface Add {
+  code: number;
+  ms: number;
+  maxRssKb: number;
+  address?: string;
+  error?: string;
+}
+
+interface Run {
+  pods: number;
+  seconds: number;
+  adds: Add[];
+  requests: Map<string, number>;
+  stored: number;
+}
+
+/** The CNI error's code and message, or the first line of stderr. */
+function errorText(stdout: string, stderr: string): string {
+  try {
+    const error = JSON.parse(stdout) as { code?: number; msg?: string };
+    return `code ${error.code}: ${error.msg}`;
+  } catch {
+    return stderr.trim().split("\n")[0] ?? "";
+  }
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+export async function benchWhereaboutsKube(): Promise<void> {
+  const cluster = await startCluster();
+  const api = new AdminApi(cluster);
+  const sandbox = nsPath(netns("sbx"));
+  const nodes = Array.from({ length: NODES }, () => mkdtempSync(join(tmpdir(), "cnib-whereabouts-node-")));
+  // Upstream refuses to run without a flat file (reference §3.1).
+  const flatFile = join(cluster.dir, "whereabouts.conf");
+  writeFileSync(flatFile, JSON.stringify({ datastore: "kubernetes", kubernetes: { kubeconfig: cluster.kubeconfig } }), { mode: 0o600 });
+  const config = (node: number) =>
+    JSON.stringify({
+      cniVersion: "1.0.0",
+      name: "bench",
+      type: "macvlan",
+      ipam: {
+        type: "whereabouts",
+        datastore: "kubernetes",
+        kubernetes: { kubeconfig: cluster.kubeconfig },
+        configuration_path: flatFile,
+        datastore_dir: nodes[node],
+        range: RANGE,
+        log_level: "error",
+      },
+    });
+  const env = (pod: string): Record<string, string> => ({
+    PATH: process.env.PATH ?? "",
+    CNI_COMMAND: "ADD",
+    CNI_CONTAINERID: `ctr-${pod}`,
+    CNI_NETNS: sandbox,
+    CNI_IFNAME: "net1",
+    CNI_PATH: join(ROOT, "bin"),
+    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=${pod}`,
+  });
+
+  async function add(binary: string, pod: string, node: number): Promise<Add> {
+    const started = performance.now();
+    // Peak RSS through GNU time, not Bun's resourceUsage(): Linux keeps a process's peak across
+    // exec, and Bun's children start as copies of this (large) bench process, so every child
+    // would report at least the bench's own RSS. time's children start as copies of time.
+    const argv = TIME ? [TIME, "-f", `${RSS_MARK}%M`, binary] : [binary];
+    const child = Bun.spawn(argv, { env: env(pod), stdin: Buffer.from(config(node)), stdout: "pipe", stderr: "pipe" });
+    const [code, out, stderr] = await Promise.all([child.exited, new Response(child.stdout).text(), new Response(child.stderr).text()]);
+    const ms = performance.now() - started;
+    const mark = stderr.lastIndexOf(RSS_MARK);
+    const maxRssKb = mark >= 0 ? Number(stderr.slice(mark + RSS_MARK.length).trim()) : 0;
+    const err = mark >= 0 ? stderr.slice(0, mark) : stderr;
+    if (code !== 0) return { code, ms, maxRssKb, error: errorText(out, err) };
+    const address = (JSON.parse(out) as { ips: { address: string }[] }).ips[0]?.address;
+    return { code, ms, maxRssKb, ...(address ? { address } : {}) };
+  }
+
+  async function race(binary: string, pods: number): Promise<Run> {
+    await api.clear();
+    // One untimed ADD first: the API server's first write of a whereabouts object takes ~2 s.
+    await add(binary, "warm-up", 0);
+    await api.clear();
+    const before = await api.requestCounts();
+    const adds: Add[] = new Array(pods);
+    const started = performance.now();
+    // Pod n belongs to node n % NODES; each node works through its pods IN_FLIGHT_PER_NODE at a time.
+    await Promise.all(
+      Array.from({ length: NODES }, async (_, node) => {
+        const mine = Array.from({ length: Math.ceil((pods - node) / NODES) }, (_, i) => node + i * NODES);
+        await Promise.all(
+          Array.from({ length: IN_FLIGHT_PER_NODE }, async () => {
+            for (let pod = mine.shift(); pod !== undefined; pod = mine.shift()) adds[pod] = await add(binary, `pod-${pod}`, node);
+          }),
+        );
+      }),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    const requests = requestsBetween(before, await api.requestCounts());
+    const stored = Object.keys((await api.pool(RANGE.replace("/", "-")))?.spec.allocations ?? {}).length;
+    return { pods, seconds, adds, requests, stored };
+  }
+
+  function report(name: string, run: Run): number {
+    const ok = run.adds.filter((a) => a.code === 0);
+    const failed = run.adds.filter((a) => a.code !== 0);
+    const distinct = new Set(ok.map((a) => a.address)).size;
+    const ms = run.adds.map((a) => a.ms).sort((a, b) => a - b);
+    const sum = (filter: (key: string) => boolean) => [...run.requests].filter(([key]) => filter(key)).reduce((n, [, v]) => n + v, 0);
+    const whereabouts = sum((key) => key.startsWith("whereabouts.cni.cncf.io/"));
+    // Upstream's Lease traffic; the API server's own Lease adds one PUT every 10 s to either run.
+    const leases = sum((key) => key.startsWith("coordination.k8s.io/leases"));
+    const rate = ok.length / run.seconds;
+    console.log(`  ${name.padEnd(9)} ${run.pods} ADDs in ${run.seconds.toFixed(1)} s: ${rate.toFixed(1)} allocations/s; per ADD (failed ones too) p50 ${percentile(ms, 50).toFixed(0)} ms, p99 ${percentile(ms, 99).toFixed(0)} ms`);
+    console.log(
+      `            API requests per ADD: ${(whereabouts / run.pods).toFixed(1)} whereabouts` +
+        `${leases ? ` + ${(leases / run.pods).toFixed(1)} Lease` : ""} (${[...run.requests]
+          .filter(([key]) => key.startsWith("whereabouts") || key.startsWith("coordination"))
+          .sort((a, b) => b[1] - a[1])
+          .map(([key, v]) => `${key.replace(/^[^/]*\//, "")} ${v}`)
+          .join(", ")})`,
+    );
+    console.log(
+      `            peak RSS per process ${TIME ? `${(Math.max(...run.adds.map((a) => a.maxRssKb)) / 1024).toFixed(1)} MiB` : "not measured (no /usr/bin/time)"}; ` +
+        `${ok.length} succeeded, ${distinct} distinct addresses, ${run.stored} stored, ${failed.length} failed`,
+    );
+    if (failed.length > 0) {
+      const codes = new Map<string, number>();
+      for (const a of failed) {
+        const code = a.error?.match(/^code (\d+)/)?.[1] ?? `exit ${a.code}`;
+        codes.set(code, (codes.get(code) ?? 0) + 1);
+      }
+      console.log(`            failed, by CNI error code: ${[...codes].map(([code, n]) => `${code} × ${n}`).join(", ")}`);
+    }
+    return rate;
+  }
+
+  try {
+    console.log(
+      `whereabouts (Kubernetes store, one real kube-apiserver): racing ADDs, ${NODES} nodes × ${IN_FLIGHT_PER_NODE} processes in flight, range ${RANGE}:`,
+    );
+    const ours = report("ours", await race(OURS, PODS));
+    if (UPSTREAM_PODS < PODS) console.log(`  upstream runs ${UPSTREAM_PODS} ADDs, not ${PODS}: its Lease makes ${PODS} too slow for a benchmark`);
+    const theirs = report("upstream", await race(UPSTREAM, UPSTREAM_PODS));
+    console.log(`  throughput ratio: ${(ours / theirs).toFixed(1)}x upstream's allocations/s`);
+  } finally {
+    api.close();
+    await cluster.stop();
+    for (const node of nodes) rmSync(node, { recursive: true, force: true });
+    cleanup();
+  }
+}
+
+if (import.meta.main) await benchWhereaboutsKube();
