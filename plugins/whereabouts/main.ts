@@ -118,7 +118,7 @@ async function openStore(config: WhereaboutsConfig, deadline: number): Promise<W
     case "file":
       return openFileStore({ dir: config.store.dir, networkName: config.networkName, lock: flockFile });
     case "kubernetes": {
-      const lockDir = join(config.store.journalDir, "..", "locks");
+      const { lockDir } = config.store;
       mkdirSync(lockDir, { recursive: true, mode: 0o700 });
       return openKubernetesStore(config.store, deadline, (poolName) => flockFile(join(lockDir, `${poolName}.lock`)));
     }
