@@ -7,16 +7,11 @@
 import { join, resolve } from "node:path";
 import { bootGuest } from "../conformance/guest/guest.ts";
 import { cleanup, localExecutor, netns, node, nsPath, useExecutor, type Executor } from "../conformance/harness.ts";
+import { median } from "./stats.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const BIN = join(ROOT, "bin");
 const UPSTREAM = join(ROOT, ".cache/upstream/plugins-v1.9.1");
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 export async function benchIpvlanInGuest(runs: number): Promise<void> {
   const guest = await bootGuest();

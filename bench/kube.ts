@@ -14,6 +14,7 @@ import { join, resolve } from "node:path";
 import { AdminApi, requestsBetween } from "../conformance/kube/objects.ts";
 import { startCluster } from "../conformance/kube/cluster.ts";
 import { cleanup, netns, nsPath } from "../conformance/harness.ts";
+import { percentile } from "./stats.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const OURS = join(ROOT, "bin/whereabouts");
@@ -52,10 +53,6 @@ function errorText(stdout: string, stderr: string): string {
   } catch {
     return stderr.trim().split("\n")[0] ?? "";
   }
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 export async function benchWhereaboutsKube(): Promise<void> {

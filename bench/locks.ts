@@ -12,6 +12,7 @@ import { spawn } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { median } from "./stats.ts";
 
 type Impl = "flock" | "proper-lockfile";
 type Release = () => Promise<void>;
@@ -58,11 +59,6 @@ function run(argv: string[]): Promise<number> {
     child.on("error", reject);
     child.on("exit", (code) => resolve(code ?? -1));
   });
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[sorted.length >> 1]!;
 }
 
 async function importCost(impl: Impl): Promise<number> {

@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Netns } from "../shared/netns.ts";
 import { benchIpvlanInGuest } from "./ipvlan.ts";
+import { median } from "./stats.ts";
 import { benchWhereaboutsKube } from "./kube.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -41,12 +42,6 @@ function runIn(ns: Netns, binary: string, env: Record<string, string>, stdin: st
     // Bun reports maxRSS in bytes.
     return { ms, maxRssKb: Math.round((child.resourceUsage?.maxRSS ?? 0) / 1024) };
   });
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 function fmt(ms: number): string {
