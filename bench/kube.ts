@@ -8,10 +8,10 @@
  * 10 × that many processes race on one pool at any moment. Both binaries get the same pods, the
  * same range (a /22: every pod fits) and the same schedule.
  */
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { AdminApi, requestsBetween } from "../conformance/kube/objects.ts";
+import { AdminApi, racingNodeConfig, requestsBetween, writeFlatFile } from "../conformance/kube/objects.ts";
 import { startCluster } from "../conformance/kube/cluster.ts";
 import { cleanup, netns, nsPath } from "../conformance/harness.ts";
 import { percentile } from "./stats.ts";
@@ -61,23 +61,9 @@ export async function benchWhereaboutsKube(): Promise<void> {
   const sandbox = nsPath(netns("sbx"));
   const nodes = Array.from({ length: NODES }, () => mkdtempSync(join(tmpdir(), "cnib-whereabouts-node-")));
   // Upstream refuses to run without a flat file (reference §3.1).
-  const flatFile = join(cluster.dir, "whereabouts.conf");
-  writeFileSync(flatFile, JSON.stringify({ datastore: "kubernetes", kubernetes: { kubeconfig: cluster.kubeconfig } }), { mode: 0o600 });
+  const flatFile = writeFlatFile(cluster);
   const config = (node: number) =>
-    JSON.stringify({
-      cniVersion: "1.0.0",
-      name: "bench",
-      type: "macvlan",
-      ipam: {
-        type: "whereabouts",
-        datastore: "kubernetes",
-        kubernetes: { kubeconfig: cluster.kubeconfig },
-        configuration_path: flatFile,
-        datastore_dir: nodes[node],
-        range: RANGE,
-        log_level: "error",
-      },
-    });
+    JSON.stringify(racingNodeConfig({ name: "bench", cluster, flatFile, datastoreDir: nodes[node]!, range: RANGE }));
   const env = (pod: string): Record<string, string> => ({
     PATH: process.env.PATH ?? "",
     CNI_COMMAND: "ADD",

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { KUBE_BIN, kubeconfigText, startCluster, type Cluster } from "./kube/cluster.ts";
-import { AdminApi, NAMESPACE, type IPPool, type Reservation } from "./kube/objects.ts";
+import { AdminApi, NAMESPACE, writeFlatFile, type IPPool, type Reservation } from "./kube/objects.ts";
 import { ROOT, cleanup, cni, cniAsync, pluginDir, removeDir, sweepStale, type CniOutput } from "./harness.ts";
 import { UPSTREAM_WHEREABOUTS, WHEREABOUTS, call, driver, ips, whereaboutsCases, type StoreUnderTest } from "./whereabouts-cases.ts";
 
@@ -64,8 +64,7 @@ beforeAll(async () => {
   cluster = await startCluster();
   api = new AdminApi(cluster);
   chainDir = pluginDir({ whereabouts: `#!/bin/sh\nexec nsenter --net=/proc/${process.pid}/ns/net ${WHEREABOUTS}\n` });
-  flatFile = join(cluster.dir, "whereabouts.conf");
-  writeFileSync(flatFile, JSON.stringify({ datastore: "kubernetes", kubernetes: { kubeconfig: cluster.kubeconfig } }), { mode: 0o600 });
+  flatFile = writeFlatFile(cluster);
 });
 beforeEach(async () => {
   await api.clear();

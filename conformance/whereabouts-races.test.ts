@@ -16,11 +16,11 @@
  * the API server and etcd, and 500 simultaneous processes would measure its CPU queue.
  */
 import { afterAll, beforeAll, beforeEach, expect, test } from "vitest";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startCluster, type Cluster } from "./kube/cluster.ts";
-import { AdminApi } from "./kube/objects.ts";
+import { AdminApi, racingNodeConfig, writeFlatFile } from "./kube/objects.ts";
 import { ROOT, cleanup, cniAsync, sweepStale, type CniOutput } from "./harness.ts";
 import { UPSTREAM_WHEREABOUTS, WHEREABOUTS, call } from "./whereabouts-cases.ts";
 
@@ -52,8 +52,7 @@ beforeAll(async () => {
   cluster = await startCluster();
   api = new AdminApi(cluster);
   // Upstream refuses to run without a flat file (reference §3.1).
-  flatFile = join(cluster.dir, "whereabouts.conf");
-  writeFileSync(flatFile, JSON.stringify({ datastore: "kubernetes", kubernetes: { kubeconfig: cluster.kubeconfig } }), { mode: 0o600 });
+  flatFile = writeFlatFile(cluster);
 });
 beforeEach(async () => {
   await api.clear();
@@ -72,20 +71,7 @@ afterAll(async () => {
 });
 
 function config(node: number, range: RaceRange): Record<string, unknown> {
-  return {
-    cniVersion: "1.0.0",
-    name: "wbnet",
-    type: "macvlan",
-    ipam: {
-      type: "whereabouts",
-      datastore: "kubernetes",
-      kubernetes: { kubeconfig: cluster.kubeconfig },
-      configuration_path: flatFile,
-      datastore_dir: nodes[node],
-      range: range.cidr,
-      log_level: "error",
-    },
-  };
+  return racingNodeConfig({ name: "wbnet", cluster, flatFile, datastoreDir: nodes[node]!, range: range.cidr });
 }
 
 interface Outcome {

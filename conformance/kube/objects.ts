@@ -6,7 +6,8 @@
  *
  * Runs under Node (vitest) and Bun (bench): node: modules only.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { Agent, request } from "node:https";
 import type { Cluster } from "./cluster.ts";
 
@@ -155,4 +156,32 @@ export function requestsBetween(before: Map<string, number>, after: Map<string, 
     if (delta > 0) out.set(key, delta);
   }
   return out;
+}
+
+/**
+ * The flat file upstream's binary insists on (reference §3.1), naming this cluster: written once
+ * per cluster, read by upstream's and our processes alike.
+ */
+export function writeFlatFile(cluster: Cluster): string {
+  const path = join(cluster.dir, "whereabouts.conf");
+  writeFileSync(path, JSON.stringify({ datastore: "kubernetes", kubernetes: { kubeconfig: cluster.kubeconfig } }), { mode: 0o600 });
+  return path;
+}
+
+/** What a racing node's ADD gets: a macvlan config whose IPAM is whereabouts on this cluster. */
+export function racingNodeConfig(o: { name: string; cluster: Cluster; flatFile: string; datastoreDir: string; range: string }): Record<string, unknown> {
+  return {
+    cniVersion: "1.0.0",
+    name: o.name,
+    type: "macvlan",
+    ipam: {
+      type: "whereabouts",
+      datastore: "kubernetes",
+      kubernetes: { kubeconfig: o.cluster.kubeconfig },
+      configuration_path: o.flatFile,
+      datastore_dir: o.datastoreDir,
+      range: o.range,
+      log_level: "error",
+    },
+  };
 }
