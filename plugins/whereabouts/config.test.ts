@@ -208,10 +208,11 @@ describe("stores", () => {
       timeoutMs: 10_000,
       journalDir: "/var/lib/cni/whereabouts/journal",
       lockDir: "/var/lib/cni/whereabouts/locks",
+      ledgerDir: "/var/lib/cni/whereabouts/attachments",
     });
     expect(
       raw({ range: "10.0.0.0/24", datastore_dir: "/d", kubernetes: { kubeconfig: "/k", k8s_api_root: "https://api", timeout_ms: 2500 } }).store,
-    ).toEqual({ kind: "kubernetes", kubeconfig: "/k", apiRoot: "https://api", timeoutMs: 2500, journalDir: "/d/journal", lockDir: "/d/locks" });
+    ).toEqual({ kind: "kubernetes", kubeconfig: "/k", apiRoot: "https://api", timeoutMs: 2500, journalDir: "/d/journal", lockDir: "/d/locks", ledgerDir: "/d/attachments" });
     expect(thrown(() => raw({ range: "10.0.0.0/24", kubernetes: { kubeconfig: "/k", timeout_ms: 5 } })).code).toBe(7);
     expect(raw({ range: "10.0.0.0/24", datastore: "etcd", kubernetes: { kubeconfig: "/k" } }).store.kind).toBe("kubernetes");
   });

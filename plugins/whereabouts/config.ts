@@ -44,8 +44,10 @@ export type StoreChoice =
       timeoutMs: number;
       /** Releases the API could not take yet, replayed by the next invocation on this node. */
       journalDir: string;
-      /** Lock files that serialise this node's writers of a pool. */
+      /** Lock files that serialise this node's writers of a pool, and the queues of its ADDs. */
       lockDir: string;
+      /** The attachments this node's ADDs allocated for: what GC may release (ledger.ts). */
+      ledgerDir: string;
     };
 
 export interface WhereaboutsConfig {
@@ -407,7 +409,7 @@ function readStoreChoice(fields: FieldReader): StoreChoice {
   // Upstream accepts and ignores any other datastore value (etcd is gone), as long as a kubeconfig is set.
   if (datastore === "kubernetes" || kubeconfig) {
     const timeoutMs = kubeFields?.integer("timeout_ms", { min: 100, max: 600_000 }) ?? DEFAULT_API_TIMEOUT_MS;
-    return { kind: "kubernetes", kubeconfig, apiRoot, timeoutMs, journalDir: join(dir, "journal"), lockDir: join(dir, "locks") };
+    return { kind: "kubernetes", kubeconfig, apiRoot, timeoutMs, journalDir: join(dir, "journal"), lockDir: join(dir, "locks"), ledgerDir: join(dir, "attachments") };
   }
   const named = datastore ? `datastore ${JSON.stringify(datastore)} is not supported and ` : "";
   throw invalid(
