@@ -145,7 +145,7 @@ export async function benchWhereaboutsKube(): Promise<void> {
         const code = a.error?.match(/^code (\d+)/)?.[1] ?? `exit ${a.code}`;
         codes.set(code, (codes.get(code) ?? 0) + 1);
       }
-      console.log(`            failed, by CNI error code: ${[...codes].map(([code, n]) => `${code} × ${n}`).join(", ")}`);
+      console.log(`            failed, by CNI error code: ${[...codes].map(([code, n]) => `${code} × ${n}`).join(", ")}; the first: ${failed[0]!.error}`);
     }
     return rate;
   }

@@ -72,12 +72,6 @@ export interface StoreUnderTest {
    * server listens on its loopback) gives a folder whose whereabouts runs there.
    */
   chainPath?(): string;
-  /**
-   * Whether GC releases anything: the file store's pools belong to its node, the Kubernetes
-   * store's to the whole cluster, where a runtime's list of valid attachments names only its own
-   * node's, so GC there must release nothing (README, whereabouts "Verbs").
-   */
-  gcReleases: boolean;
 }
 
 /**
@@ -285,20 +279,14 @@ export function whereaboutsCases(store: StoreUnderTest): void {
       expect(other.json!.msg).toBe("container ctr-2 has no address for net1 in range 10.40.0.0/24");
     });
 
-    test("GC releases every allocation of the network that is not a valid attachment (file store), nothing on a cluster-wide store", async () => {
+    test("GC releases every allocation of the network on this node that is not a valid attachment", async () => {
       for (const n of [1, 2, 3]) ips(add(n));
       ips(add(2, conf(), { ifName: "net2" }));
-      const before = await pool("10.40.0.0-24");
       const gcConf = conf({}, { cniVersion: "1.1.0", "cni.dev/valid-attachments": [{ containerID: "ctr-2", ifname: "net1" }] });
       const out = cni(WHEREABOUTS, { command: "GC" }, gcConf);
       expect(out.code, out.stdout).toBe(0);
-      if (store.gcReleases) {
-        expect((await pool("10.40.0.0-24")).allocations).toEqual({ "2": entry(2) });
-        expect(await reservations()).toEqual(["10.40.0.2"]);
-      } else {
-        expect(await pool("10.40.0.0-24")).toEqual(before);
-        expect(await reservations()).toEqual(["10.40.0.1", "10.40.0.2", "10.40.0.3", "10.40.0.4"]);
-      }
+      expect((await pool("10.40.0.0-24")).allocations).toEqual({ "2": entry(2) });
+      expect(await reservations()).toEqual(["10.40.0.2"]);
     });
 
     test("STATUS: ready while the range has room, code 50 once it is full", () => {

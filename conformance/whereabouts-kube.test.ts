@@ -45,12 +45,13 @@ const kubeStore: StoreUnderTest = {
   },
   async stored() {
     const objects = [...(await api.pools()), ...(await api.reservations())].map((o) => `${o.kind}/${o.metadata.name}`);
-    // locks/ holds the node-local lock files that serialise this node's writers of a pool: no data.
-    return [...readdirSync(dir).filter((name) => name !== "locks"), ...objects];
+    // locks/ holds the node-local lock files that serialise this node's writers of a pool, and
+    // their queues: no data. attachments/ is the node's ledger for GC, one file per attachment.
+    const ledger = existsSync(join(dir, "attachments")) ? readdirSync(join(dir, "attachments")).map((name) => `attachments/${name}`) : [];
+    return [...readdirSync(dir).filter((name) => name !== "locks" && name !== "attachments"), ...ledger, ...objects];
   },
   // Exactly upstream's fields: the CRD's schema would prune anything else.
   entry: (upstream) => upstream,
-  gcReleases: false,
   chainPath: () => chainDir,
 };
 
@@ -180,17 +181,30 @@ describe("objects on the API server", () => {
 });
 
 describe("GC on a cluster-wide store", () => {
-  test("GC on one node never releases what another node allocated", async () => {
+  test("GC releases this node's garbage, never what another node allocated", async () => {
     // A runtime's valid-attachments list names its own node's attachments only: the other
-    // nodes' pods in the same pool are not garbage, whatever the list says.
+    // nodes' pods in the same pool are not garbage, whatever the list says. Each node goes by
+    // its ledger of what its own ADDs allocated.
     const otherNode = mkdtempSync(join(tmpdir(), "cnit-whereabouts-kube-"));
+    const gc = (valid: number[], extra: Record<string, unknown> = {}) => {
+      const out = cni(WHEREABOUTS, { command: "GC" }, conf(extra, { cniVersion: "1.1.0", "cni.dev/valid-attachments": valid.map((n) => ({ containerID: `ctr-${n}`, ifname: "net1" })) }));
+      expect(out.code, out.stdout + out.stderr).toBe(0);
+    };
     try {
       ips(add(1, conf({ datastore_dir: otherNode })));
       ips(add(2));
-      const gc = cni(WHEREABOUTS, { command: "GC" }, conf({}, { cniVersion: "1.1.0", "cni.dev/valid-attachments": [{ containerID: "ctr-2", ifname: "net1" }] }));
-      expect(gc.code, gc.stdout + gc.stderr).toBe(0);
+      ips(add(3));
+      gc([2]);
       expect(await entries("10.40.0.0-24")).toEqual(["1=default/pod-1 net1 ctr-1", "2=default/pod-2 net1 ctr-2"]);
       expect(await reservationHolders()).toEqual(["10.40.0.1=default/pod-1 net1", "10.40.0.2=default/pod-2 net1"]);
+      expect(readdirSync(join(kubeStore.dir(), "attachments"))).toEqual(["wbnet:ctr-2:net1.attachment.json"]);
+      expect(statSync(join(kubeStore.dir(), "attachments", "wbnet:ctr-2:net1.attachment.json")).mode & 0o777).toBe(0o600);
+      // The other node's runtime has nothing valid left: its pod goes, this node's stays.
+      gc([], { datastore_dir: otherNode });
+      expect(await entries("10.40.0.0-24")).toEqual(["2=default/pod-2 net1 ctr-2"]);
+      // DEL takes the attachment out of the ledger.
+      expect(cni(WHEREABOUTS, call("DEL", 2), conf()).code).toBe(0);
+      expect(readdirSync(join(kubeStore.dir(), "attachments"))).toEqual([]);
     } finally {
       rmSync(otherNode, { recursive: true, force: true });
     }
@@ -299,7 +313,7 @@ describe("interleavings a shared Lease would prevent", () => {
     expect(await reservationHolders()).toEqual(["10.63.0.1=default/pod-0 net1", "10.63.0.2=default/pod-o net1", "10.63.0.3=default/pod-u net1"]);
   });
 
-  test("we claim an address and have not written the pool yet: upstream skips the address, and our write, then stale, is redone", async () => {
+  test("we claim an address and have not written the pool yet: upstream skips the address, and our write of another entry goes in", async () => {
     const oursAdd = cniAsync(WHEREABOUTS, call("ADD", "o"), ours({ sleep_for_race: 3 }));
     await until("our claim of 10.63.0.2", async () => (await kubeStore.reservations()).includes("10.63.0.2"));
     expect(ips(upstreamAdd("u", theirs()))).toEqual(["10.63.0.3/24"]);

@@ -29,7 +29,6 @@ const fileStore: StoreUnderTest = {
     return readdirSync(dir);
   },
   entry: (upstream, network) => ({ ...upstream, network }),
-  gcReleases: true,
 };
 
 const { conf, add } = driver(fileStore);

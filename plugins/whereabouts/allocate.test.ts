@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { belongsTo, findPodLease, garbage, lowestFree, readLeases } from "./allocate.ts";
+import { belongsTo, findPodLease, garbage, lowestFree, lowestFreeAddresses, readLeases } from "./allocate.ts";
 import { type RangeSpec, formatAddress, parseAddress, parseRange } from "./range.ts";
 import type { Allocation } from "./store.ts";
 
@@ -64,6 +64,37 @@ describe("lowest free address", () => {
     const takenV6 = Array.from({ length: 10 }, (_, i) => `2001:db8::${(i + 1).toString(16)}`);
     expect(free({ range: "2001:db8::/32", exclude: ["2001:db8::b"] }, takenV6)).toBe("2001:db8::c");
     expect(performance.now() - started).toBeLessThan(50);
+  });
+});
+
+describe("the lowest free addresses", () => {
+  function frees(spec: Partial<RangeSpec> & { range: string }, taken: string[], count: number): string[] {
+    const r = range(spec);
+    return lowestFreeAddresses(r, taken.map(ip), count).map((value) => formatAddress({ family: r.family, value }));
+  }
+
+  test("ascending, skipping taken addresses and exclusions", () => {
+    expect(frees({ range: "10.0.0.0/24", exclude: ["10.0.0.4/31"] }, ["10.0.0.2", "10.0.0.7"], 5)).toEqual([
+      "10.0.0.1",
+      "10.0.0.3",
+      "10.0.0.6",
+      "10.0.0.8",
+      "10.0.0.9",
+    ]);
+  });
+
+  test("fewer than asked when the range runs out, also before an exclusion past its end", () => {
+    expect(frees({ range: "10.0.0.0/29" }, ["10.0.0.1", "10.0.0.5"], 10)).toEqual(["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.6"]);
+    expect(frees({ range: "10.0.0.0/29", rangeEnd: "10.0.0.3", exclude: ["10.0.0.6/32"] }, [], 10)).toEqual(["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    expect(frees({ range: "10.0.0.0/30" }, ["10.0.0.1", "10.0.0.2"], 3)).toEqual([]);
+  });
+
+  test("overlapping exclusions and taken addresses inside them", () => {
+    expect(frees({ range: "10.0.0.0/28", exclude: ["10.0.0.0/29", "10.0.0.4/30"] }, ["10.0.0.5", "10.0.0.9"], 3)).toEqual([
+      "10.0.0.8",
+      "10.0.0.10",
+      "10.0.0.11",
+    ]);
   });
 });
 

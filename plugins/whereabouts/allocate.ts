@@ -44,24 +44,33 @@ function compareSpans(a: Span, b: Span): number {
   return a.start < b.start ? -1 : a.start > b.start ? 1 : 0;
 }
 
-/**
- * The lowest address of the range (first..last) that is neither taken nor excluded: a sweep over
- * the sorted taken addresses and exclusions, jumping past each.
- */
+/** The lowest address of the range (first..last) that is neither taken nor excluded. */
 export function lowestFree(range: IpRange, taken: Iterable<bigint>): bigint | undefined {
+  return lowestFreeAddresses(range, taken, 1)[0];
+}
+
+/**
+ * The `count` lowest addresses of the range (first..last) that are neither taken nor excluded,
+ * ascending: a sweep over the sorted taken addresses and exclusions, jumping past each.
+ */
+export function lowestFreeAddresses(range: IpRange, taken: Iterable<bigint>, count: number): bigint[] {
   const blocked: Span[] = [...range.exclude];
   for (const address of taken) {
     if (address >= range.first && address <= range.last) blocked.push({ start: address, end: address });
   }
   blocked.sort(compareSpans);
+  const free: bigint[] = [];
   let candidate = range.first;
   for (const span of blocked) {
     if (span.end < candidate) continue;
-    if (span.start > candidate) break;
+    // The gap before this span.
+    for (; candidate < span.start && candidate <= range.last && free.length < count; candidate++) free.push(candidate);
+    if (free.length === count || candidate > range.last) return free;
     candidate = span.end + 1n;
-    if (candidate > range.last) return undefined;
+    if (candidate > range.last) return free;
   }
-  return candidate;
+  for (; candidate <= range.last && free.length < count; candidate++) free.push(candidate);
+  return free;
 }
 
 /**

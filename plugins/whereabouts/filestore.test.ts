@@ -112,8 +112,8 @@ describe("reservations", () => {
     expect(JSON.parse(readFileSync(path, "utf8"))).toEqual(holder);
     expect(mode(path)).toBe(0o600);
     expect(await s.claimReservation("net-a-10.0.0.5", holder)).toBe("held");
-    expect(await s.claimReservation("net-a-10.0.0.5", { ...holder, ifname: "net2" })).toBe("taken");
-    expect(await s.claimReservation("net-a-10.0.0.5", { podref: "default/web-1", ifname: "net1" })).toBe("taken");
+    expect(await s.claimReservation("net-a-10.0.0.5", { ...holder, ifname: "net2" })).toEqual({ takenBy: holder });
+    expect(await s.claimReservation("net-a-10.0.0.5", { podref: "default/web-1", ifname: "net1" })).toEqual({ takenBy: holder });
     expect(await s.releaseReservation("net-a-10.0.0.5", { podref: "default/web-1", ifname: "net1" })).toBe(false);
     expect(existsSync(path)).toBe(true);
     expect(await s.releaseReservation("net-a-10.0.0.5", holder)).toBe(true);

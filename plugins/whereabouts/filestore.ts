@@ -94,7 +94,10 @@ class FileStore implements WhereaboutsStore {
     return this.withReservations(() => {
       const path = this.reservationPath(name);
       const existing = readJson(path);
-      if (existing !== undefined) return sameHolder(decodeHolder(existing, path), holder) ? "held" : "taken";
+      if (existing !== undefined) {
+        const stored = decodeHolder(existing, path);
+        return sameHolder(stored, holder) ? "held" : { takenBy: stored };
+      }
       writeAtomically(path, `${JSON.stringify(encodeHolder(holder), null, 2)}\n`);
       return "claimed";
     });

@@ -2,10 +2,13 @@
  * The node's journal of releases the Kubernetes API could not take: a DEL must neither block pod
  * teardown nor lose the release, so it records the release here (one file per attachment, 0600,
  * written atomically) and succeeds; later invocations on the node replay and remove the entries.
+ * An ADD that could not take back a reservation it claimed (the API went away midway) records
+ * that reservation the same way.
  */
 import { mkdirSync, readFileSync, readdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomically } from "./atomic.ts";
+import type { UnreleasedReservation } from "./operations.ts";
 
 export interface PendingRelease {
   /** The network configuration the DEL received (stdin), to open the same store and ranges. */
@@ -14,6 +17,8 @@ export interface PendingRelease {
   containerId: string;
   ifName: string;
   recordedAt: string;
+  /** Only this reservation, not the attachment's allocations. */
+  reservation?: UnreleasedReservation;
 }
 
 export interface JournalEntry {
@@ -32,7 +37,8 @@ export class ReleaseJournal {
     // Network names and container IDs match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ and interface names hold
     // no '/' or ':': joined by ':' the parts make a safe file name that no other triple makes.
     // The temporary name is per process: there is no lock.
-    const path = join(this.dir, `${network}:${release.containerId}:${release.ifName}${SUFFIX}`);
+    const attachment = `${network}:${release.containerId}:${release.ifName}`;
+    const path = join(this.dir, `${release.reservation ? `${attachment}:${release.reservation.address}` : attachment}${SUFFIX}`);
     writeFileAtomically(path, JSON.stringify(release), `${path}.${process.pid}.tmp`);
     return path;
   }

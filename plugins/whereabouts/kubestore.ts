@@ -2,11 +2,11 @@
  * The Kubernetes store: IPPools and OverlappingRangeIPReservations on the API server, the very
  * objects upstream whereabouts v0.9.4 writes (reference §8), so that both can serve one cluster.
  *
- * Correctness comes from optimistic concurrency, not from a lock: a pool is read with its
- * resourceVersion and written with a JSON Patch whose first operation tests that version (as
- * upstream's writes do), so any concurrent writer, ours or upstream's, makes the write fail
- * with 422 and the change is computed again on the fresh pool after a jittered backoff. A
- * reservation is an object whose creation is atomic cluster-wide.
+ * Correctness comes from optimistic concurrency, not from a lock: a pool is read, and written with
+ * a JSON Patch that tests every entry it touches to be as read (poolPatch), so a concurrent
+ * writer of the same address, ours or upstream's, makes the write fail with 422 and the change
+ * is computed again on the fresh pool; writers of different addresses do not disturb each other.
+ * A reservation is an object whose creation is atomic cluster-wide.
  *
  * Every call shares one deadline per invocation; an API server that cannot be reached, or
  * answers too slowly, is CniError 11 ("try again later").
@@ -108,7 +108,7 @@ export class KubernetesStore implements WhereaboutsStore {
             spec: { range: pool.range, allocations: encodeAllocations(allocations) },
           });
         } else {
-          await this.client.patch(this.poolPath(pool.name), poolPatch(object, allocations));
+          await this.client.patch(this.poolPath(pool.name), poolPatch(object, pool.range, allocations));
         }
         return value;
       } catch (err) {
@@ -138,7 +138,8 @@ export class KubernetesStore implements WhereaboutsStore {
       const existing = await this.call(() => this.client.get<ReservationObject>(this.reservationPath(name)));
       // Deleted between our create and our read: try to create it again.
       if (!existing) continue;
-      return sameHolder(holderOf(existing), holder) ? "held" : "taken";
+      const stored = holderOf(existing);
+      return sameHolder(stored, holder) ? "held" : { takenBy: stored };
     }
   }
 
@@ -214,7 +215,7 @@ function decodePool(object: IPPoolObject, pool: PoolId): Pool {
       ...(entry.ifname ? { ifname: entry.ifname } : {}),
     });
   }
-  return { range: object.spec?.range || pool.range, allocations };
+  return { range: object.spec?.range || pool.range, allocations, ...(object.metadata.resourceVersion ? { version: object.metadata.resourceVersion } : {}) };
 }
 
 function encodeAllocations(allocations: ReadonlyMap<string, Allocation>): Record<string, Allocation> {
@@ -227,23 +228,40 @@ function allocationJson(entry: Allocation): Allocation {
   return { id: entry.id, podref: entry.podref, ...(entry.ifname ? { ifname: entry.ifname } : {}) };
 }
 
-/** The write of `next` over `object`, valid only if nobody wrote since we read it. */
-function poolPatch(object: IPPoolObject, next: ReadonlyMap<string, Allocation>): JsonPatchOperation[] {
-  const operations: JsonPatchOperation[] = [{ op: "test", path: "/metadata/resourceVersion", value: object.metadata.resourceVersion }];
+/**
+ * The write of `next` over `object` as a JSON Patch that guards each entry it touches, not the
+ * whole pool: every added key is tested absent (a `test` for null, which the API server's JSON
+ * Patch passes for a missing member), every removed or replaced one is tested to hold what we
+ * read. The API server applies a patch to the pool as it is when the patch arrives, so writers
+ * of different addresses all succeed at once instead of failing on each other's resourceVersion,
+ * while two writers of one address still cannot both win. Upstream writes whole pools guarded by
+ * resourceVersion, so our entries can't be lost under its writes either.
+ */
+function poolPatch(object: IPPoolObject, range: string, next: ReadonlyMap<string, Allocation>): JsonPatchOperation[] {
   const stored = object.spec?.allocations;
-  if (!stored) {
-    operations.push({ op: "add", path: "/spec/allocations", value: encodeAllocations(next) });
-    return operations;
+  if (!object.spec) {
+    const spec = { range, allocations: encodeAllocations(next) };
+    return [{ op: "test", path: "/spec", value: null }, { op: "add", path: "/spec", value: spec }];
   }
-  for (const key of Object.keys(stored)) {
-    if (!next.has(key)) operations.push({ op: "remove", path: `/spec/allocations/${pointer(key)}` });
+  if (!stored) {
+    return [
+      { op: "test", path: "/spec/allocations", value: null },
+      { op: "add", path: "/spec/allocations", value: encodeAllocations(next) },
+    ];
+  }
+  const operations: JsonPatchOperation[] = [];
+  for (const [key, before] of Object.entries(stored)) {
+    if (next.has(key)) continue;
+    const path = `/spec/allocations/${pointer(key)}`;
+    operations.push({ op: "test", path, value: before }, { op: "remove", path });
   }
   for (const [key, entry] of next) {
     const before = stored[key];
     const json = allocationJson(entry);
-    if (!before) operations.push({ op: "add", path: `/spec/allocations/${pointer(key)}`, value: json });
+    const path = `/spec/allocations/${pointer(key)}`;
+    if (!before) operations.push({ op: "test", path, value: null }, { op: "add", path, value: json });
     else if (before.id !== json.id || before.podref !== json.podref || (before.ifname ?? "") !== (json.ifname ?? "")) {
-      operations.push({ op: "replace", path: `/spec/allocations/${pointer(key)}`, value: json });
+      operations.push({ op: "test", path, value: before }, { op: "replace", path, value: json });
     }
   }
   return operations;

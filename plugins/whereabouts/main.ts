@@ -11,11 +11,13 @@ import type { PluginVerbs } from "../../shared/cni/skel.ts";
 import type { Attachment, CmdArgs, Result } from "../../shared/cni/types.ts";
 import { type Logger, createLogger } from "../../shared/log.ts";
 import { type WhereaboutsConfig, loadConfig } from "./config.ts";
+import { FileNodeBatch } from "./batch.ts";
 import { openFileStore } from "./filestore.ts";
 import { ReleaseJournal } from "./journal.ts";
+import { AttachmentLedger } from "./ledger.ts";
 import { isUnavailable, openKubernetesStore } from "./kubestore.ts";
 import { flockFile } from "./lock.ts";
-import { type Context, allocate, check, collectGarbage, release, status } from "./operations.ts";
+import { type Context, allocate, check, collectGarbage, release, releaseOrphan, status } from "./operations.ts";
 import type { WhereaboutsStore } from "./store.ts";
 
 const NAME = "whereabouts";
@@ -24,12 +26,25 @@ export const whereabouts: PluginVerbs = {
   name: NAME,
 
   async add(args: CmdArgs): Promise<Result> {
-    return withContext(args, (ctx) => {
+    return withContext(args, async (ctx) => {
       const podRef = ctx.config.pod.podRef;
       if (podRef === undefined) {
         throw new CniError(ErrorCode.InvalidConfig, "no pod name: CNI_ARGS must carry K8S_POD_NAME, which whereabouts keys allocations by");
       }
-      return allocate(ctx, { containerId: args.containerId, ifName: args.ifName, podRef });
+      const store = ctx.config.store;
+      if (store.kind !== "kubernetes") return allocate(ctx, { containerId: args.containerId, ifName: args.ifName, podRef });
+      // In the ledger before allocating, so that GC finds an ADD that dies midway; out again when
+      // the ADD fails, which undoes what it allocated. (A failed re-ADD keeps the address it had
+      // and loses its ledger entry: its DEL still releases it, GC no longer can.)
+      const ledger = new AttachmentLedger(store.ledgerDir);
+      const attached = { network: args.conf.name, containerId: args.containerId, ifName: args.ifName };
+      ledger.record(attached);
+      try {
+        return await allocate(ctx, { containerId: args.containerId, ifName: args.ifName, podRef });
+      } catch (err) {
+        ledger.forget(attached);
+        throw err;
+      }
     });
   },
 
@@ -40,10 +55,13 @@ export const whereabouts: PluginVerbs = {
    */
   async del(args: CmdArgs): Promise<void> {
     await withContext(args, async (ctx) => {
+      const store = ctx.config.store;
       try {
         await release(ctx, args.containerId, args.ifName);
+        if (store.kind === "kubernetes") {
+          new AttachmentLedger(store.ledgerDir).forget({ network: args.conf.name, containerId: args.containerId, ifName: args.ifName });
+        }
       } catch (err) {
-        const store = ctx.config.store;
         if (store.kind !== "kubernetes") {
           ctx.log.error(`DEL of container ${args.containerId} ${args.ifName} could not release its addresses: ${errorText(err)}`);
           return;
@@ -69,18 +87,26 @@ export const whereabouts: PluginVerbs = {
   },
 
   /**
-   * The file store releases this network's entries no valid attachment accounts for. The
-   * Kubernetes store releases nothing: its pools are cluster-wide, and a runtime's list names only
-   * its own node's attachments (cnitool's none at all), so every other node's pods would lose
-   * their addresses. There, GC only replays this node's journal (done for every verb).
+   * Releases this network's allocations that no valid attachment accounts for. The file store's
+   * pools are this node's own. The Kubernetes store's are cluster-wide, and a runtime's list
+   * names only its own node's attachments, so there GC goes by the node's ledger of what its
+   * ADDs allocated: another node's pods are never in it. Journalled releases were replayed
+   * before (as for every verb).
    */
   async gc(args: CmdArgs, valid: Attachment[]): Promise<void> {
     await withContext(args, async (ctx) => {
-      if (ctx.config.store.kind === "kubernetes") {
-        ctx.log.info("GC releases nothing on the cluster-wide Kubernetes store; journalled releases were replayed");
+      const store = ctx.config.store;
+      if (store.kind !== "kubernetes") {
+        await collectGarbage(ctx, valid);
         return;
       }
-      await collectGarbage(ctx, valid);
+      const ledger = new AttachmentLedger(store.ledgerDir);
+      for (const attached of ledger.attachments(args.conf.name)) {
+        if (valid.some((v) => v.containerID === attached.containerId && v.ifname === attached.ifName)) continue;
+        const released = await release(ctx, attached.containerId, attached.ifName);
+        ctx.log.info(`GC: container ${attached.containerId} ${attached.ifName} is no valid attachment; released ${released.join(", ") || "nothing"}`);
+        ledger.forget(attached);
+      }
     });
   },
 };
@@ -106,8 +132,24 @@ async function withContext<T>(args: CmdArgs, work: (ctx: Context) => Promise<T>)
   const deadline = config.store.kind === "kubernetes" ? Date.now() + config.store.timeoutMs : Infinity;
   if (config.store.kind === "kubernetes") await replayJournal(new ReleaseJournal(config.store.journalDir), log, deadline);
   const store = await openStore(config, deadline);
+  const ctx: Context = { store, config, log };
+  if (config.store.kind === "kubernetes") {
+    const journal = new ReleaseJournal(config.store.journalDir);
+    ctx.batch = new FileNodeBatch(config.store.lockDir, flockFile);
+    ctx.unreleased = (reservation) => {
+      const path = journal.record(args.conf.name, {
+        config: args.conf.bytes,
+        cniArgs: args.args,
+        containerId: args.containerId,
+        ifName: args.ifName,
+        recordedAt: new Date().toISOString(),
+        reservation,
+      });
+      log.error(`reservation of ${reservation.address} in ${reservation.range} journalled in ${path} for later`);
+    };
+  }
   try {
-    return await work({ store, config, log });
+    return await work(ctx);
   } finally {
     await store.close();
   }
@@ -138,8 +180,13 @@ async function replayJournal(journal: ReleaseJournal, log: Logger, deadline: num
       const config = loadConfig(parseNetConf(pending.config), pending.cniArgs);
       const store = await openStore(config, deadline);
       try {
-        const released = await release({ store, config, log }, pending.containerId, pending.ifName);
-        log.info(`replayed the journalled DEL of container ${pending.containerId} ${pending.ifName}: released ${released.join(", ") || "nothing"}`);
+        if (pending.reservation) {
+          const released = await releaseOrphan({ store, config, log }, pending.reservation);
+          log.info(`replayed the journalled release of the reservation of ${pending.reservation.address} in ${pending.reservation.range}: ${released ? "released" : "kept, in use"}`);
+        } else {
+          const released = await release({ store, config, log }, pending.containerId, pending.ifName);
+          log.info(`replayed the journalled DEL of container ${pending.containerId} ${pending.ifName}: released ${released.join(", ") || "nothing"}`);
+        }
       } finally {
         await store.close();
       }

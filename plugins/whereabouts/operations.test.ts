@@ -1,8 +1,12 @@
 import { describe, expect, test } from "vitest";
 import { CniError } from "../../shared/cni/errors.ts";
-import { allocate, check, collectGarbage, release, status, type Requester } from "./operations.ts";
+import { type Requester, type UnreleasedReservation, allocate, check, collectGarbage, release, releaseOrphan, status } from "./operations.ts";
 import type { Pool, PoolChange, PoolId } from "./store.ts";
+import type { BatchOutcome, NodeBatch } from "./batch.ts";
+import { parseAddress } from "./range.ts";
 import { MemoryStore, contextOf } from "./test-util.ts";
+
+const ip = (text: string): bigint => parseAddress(text)!.value;
 
 const pod = (n: number, ifName = "net1"): Requester => ({ containerId: `ctr-${n}`, ifName, podRef: `default/pod-${n}` });
 
@@ -210,6 +214,167 @@ describe("overlapping ranges", () => {
     store.reservations.set("10.0.0.1", { podref: "default/intruder", ifname: "net1" });
     expect(await addresses(store, A, pod(1))).toEqual(["10.0.0.2/24"]);
     expect(Object.keys(store.allocations("10.0.0.0-24"))).toEqual(["2"]);
+  });
+});
+
+describe("racing for the lowest addresses", () => {
+  const wide = { range: "10.0.0.0/24" };
+  const reserveForOthers = (store: MemoryStore, ...last: number[]) => {
+    for (const n of last) store.reservations.set(`10.0.0.${n}`, { podref: `default/racer-${n}`, ifname: "net1" });
+  };
+  /** A pool with a version: fixed, or one that moves at every read, as when other nodes keep writing it. */
+  class VersionedStore extends MemoryStore {
+    private reads = 0;
+    constructor(private readonly moving: boolean) {
+      super();
+    }
+    override async readPool(pool: PoolId): Promise<Pool> {
+      return { ...(await super.readPool(pool)), version: this.moving ? String(this.reads++) : "7" };
+    }
+  }
+
+  test("reserved addresses while the pool stands still: the next ones in order, as upstream gives them", async () => {
+    const store = new VersionedStore(false);
+    reserveForOthers(store, 1, 2, 3);
+    const ctx = { ...contextOf(store, wide), random: () => 0.99 };
+    expect((await allocate(ctx, pod(1))).ips?.map((ip) => ip.address)).toEqual(["10.0.0.4/24"]);
+  });
+
+  test("a reserved address while others write the pool: a draw among the next 256 free addresses, reserved ones left out", async () => {
+    for (const [draw, expected] of [
+      // After .1: the draw from .2-.254 (fewer than 256 are left); a draw of .2, reserved too,
+      // draws again from .3-.254.
+      [0, "10.0.0.3/24"],
+      [0.5, "10.0.0.128/24"],
+      [0.99, "10.0.0.252/24"],
+    ] as const) {
+      const store = new VersionedStore(true);
+      reserveForOthers(store, 1, 2);
+      const ctx = { ...contextOf(store, wide), random: () => draw };
+      expect((await allocate(ctx, pod(1))).ips?.map((ip) => ip.address)).toEqual([expected]);
+      expect(store.reservations.get(expected.replace("/24", ""))).toEqual({ podref: "default/pod-1", ifname: "net1" });
+    }
+  });
+
+  test("the draw never lands on a reserved address, and finds the last free one", async () => {
+    const store = new VersionedStore(true);
+    reserveForOthers(store, ...Array.from({ length: 253 }, (_, i) => i + 1));
+    const ctx = { ...contextOf(store, wide), random: () => 0.7 };
+    expect((await allocate(ctx, pod(1))).ips?.map((ip) => ip.address)).toEqual(["10.0.0.254/24"]);
+    expect(await failure(allocate(ctx, pod(2)))).toMatchObject({ code: 102 });
+  });
+});
+
+describe("a node batch: many ADDs served by one pool update", () => {
+  /** A batch whose leader also serves `others`, as if their processes were queued behind it. */
+  function batchWith(others: Requester[], answers: BatchOutcome[]): NodeBatch {
+    return {
+      async run(_pool, _fingerprint, who, lead) {
+        const outcomes = await lead([who, ...others]);
+        answers.push(...outcomes.slice(1));
+        return outcomes[0]!;
+      },
+    };
+  }
+
+  test("each requester gets its own address, the leader first, in one pool write", async () => {
+    const store = new MemoryStore();
+    await addresses(store, V4, pod(1));
+    const answers: BatchOutcome[] = [];
+    const ctx = { ...contextOf(store, V4), batch: batchWith([pod(2), pod(1), pod(3)], answers) };
+    const writes = store.writes;
+    expect((await allocate(ctx, pod(4))).ips?.map((ip) => ip.address)).toEqual(["10.0.0.2/29"]);
+    expect(answers).toEqual([
+      { address: String(ip("10.0.0.3")), key: "3", created: true },
+      { address: String(ip("10.0.0.1")), key: "1", created: false },
+      { address: String(ip("10.0.0.4")), key: "4", created: true },
+    ]);
+    expect(store.writes - writes).toBe(1);
+    expect([...store.reservations.keys()].sort()).toEqual(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]);
+  });
+
+  test("one walk past others' reservations serves the whole batch; a requester's own reservation is still its own", async () => {
+    const store = new MemoryStore();
+    for (const n of [1, 2, 3]) store.reservations.set(`10.0.0.${n}`, { podref: `default/racer-${n}`, ifname: "net1" });
+    // pod 5's ADD died after reserving .4: its retry, served in the batch, gets .4 back.
+    store.reservations.set("10.0.0.4", { podref: "default/pod-5", ifname: "net1" });
+    const claims: string[] = [];
+    const claim = store.claimReservation.bind(store);
+    store.claimReservation = async (name, holder) => (claims.push(`${holder.podref} ${name}`), claim(name, holder));
+    const answers: BatchOutcome[] = [];
+    const ctx = { ...contextOf(store, V4), batch: batchWith([pod(5)], answers) };
+    expect((await allocate(ctx, pod(4))).ips?.map((ip) => ip.address)).toEqual(["10.0.0.5/29"]);
+    expect(answers).toEqual([{ address: String(ip("10.0.0.4")), key: "4", created: true }]);
+    expect(claims).toEqual([
+      "default/pod-4 10.0.0.1",
+      "default/pod-4 10.0.0.2",
+      "default/pod-4 10.0.0.3",
+      "default/pod-4 10.0.0.4",
+      "default/pod-4 10.0.0.5",
+      "default/pod-5 10.0.0.4",
+    ]);
+  });
+
+  test("a full range answers 102 to the requesters it has no room for; the others get theirs", async () => {
+    const store = new MemoryStore();
+    const answers: BatchOutcome[] = [];
+    const others = [2, 3, 4, 5, 6, 7].map((n) => pod(n));
+    const ctx = { ...contextOf(store, V4), batch: batchWith(others, answers) };
+    expect((await allocate(ctx, pod(1))).ips?.map((ip) => ip.address)).toEqual(["10.0.0.1/29"]);
+    expect(answers.slice(0, 5).map((a) => ("key" in a ? a.key : a.error.code))).toEqual(["2", "3", "4", "5", "6"]);
+    expect(answers[5]).toMatchObject({ error: { code: 102 } });
+    expect(Object.keys(store.allocations("10.0.0.0-29"))).toHaveLength(6);
+  });
+
+  test("the leader's own 102 is its error; the requesters it did serve keep theirs", async () => {
+    const store = new MemoryStore();
+    for (let n = 1; n <= 5; n++) await addresses(store, V4, pod(n));
+    const answers: BatchOutcome[] = [];
+    const ctx = { ...contextOf(store, V4), batch: batchWith([pod(7)], answers) };
+    // The leader takes .6, the last one; pod 7 gets 102.
+    expect((await allocate(ctx, pod(6))).ips?.map((ip) => ip.address)).toEqual(["10.0.0.6/29"]);
+    expect(answers).toMatchObject([{ error: { code: 102 } }]);
+    const full = { ...contextOf(store, V4), batch: batchWith([pod(1)], answers) };
+    expect(await failure(allocate(full, pod(8)))).toMatchObject({ code: 102 });
+    expect(answers[1]).toEqual({ address: String(ip("10.0.0.1")), key: "1", created: false });
+  });
+});
+
+describe("reservations that could not be released", () => {
+  const A = { range: "10.0.0.0/24" };
+
+  test("go to ctx.unreleased, and releaseOrphan frees them later unless the pool gives the address to their holder", async () => {
+    const store = new MemoryStore();
+    const apiGone = async (): Promise<never> => {
+      throw new CniError(11, "the Kubernetes API is not available");
+    };
+    // The API goes away after .1 was claimed: the pool write fails, and so does the release.
+    const update = store.updatePool.bind(store);
+    const releaseReservation = store.releaseReservation.bind(store);
+    store.updatePool = async (pool, change) => {
+      await update(pool, async (current) => (await change(current), { value: undefined }));
+      return apiGone();
+    };
+    store.releaseReservation = apiGone;
+    const orphans: UnreleasedReservation[] = [];
+    const ctx = { ...contextOf(store, A), unreleased: (orphan: UnreleasedReservation) => void orphans.push(orphan) };
+    expect(await failure(allocate(ctx, pod(1)))).toMatchObject({ code: 11 });
+    expect(orphans).toEqual([{ range: "10.0.0.0/24", address: String(ip("10.0.0.1")), holder: { podref: "default/pod-1", ifname: "net1" } }]);
+    expect(store.reservations.has("10.0.0.1")).toBe(true);
+
+    // The API is back: released, since no pool entry gives .1 to pod-1.
+    store.updatePool = update;
+    store.releaseReservation = releaseReservation;
+    expect(await releaseOrphan(contextOf(store, A), orphans[0]!)).toBe(true);
+    expect(store.reservations.size).toBe(0);
+  });
+
+  test("releaseOrphan keeps a reservation the pod's retry took back", async () => {
+    const store = new MemoryStore();
+    expect(await addresses(store, A, pod(1))).toEqual(["10.0.0.1/24"]);
+    const orphan = { range: "10.0.0.0/24", address: String(ip("10.0.0.1")), holder: { podref: "default/pod-1", ifname: "net1" } };
+    expect(await releaseOrphan(contextOf(store, A), orphan)).toBe(false);
+    expect(store.reservations.has("10.0.0.1")).toBe(true);
   });
 });
 

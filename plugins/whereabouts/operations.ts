@@ -7,11 +7,13 @@
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import type { Attachment, IPConfig, Result } from "../../shared/cni/types.ts";
 import type { Logger } from "../../shared/log.ts";
-import { type Lease, belongsTo, findPodLease, garbage, lowestFree, readLeases } from "./allocate.ts";
+import { LATEST } from "../../shared/cni/version.ts";
+import type { BatchOutcome, NodeBatch } from "./batch.ts";
+import { type Lease, belongsTo, findPodLease, garbage, lowestFree, lowestFreeAddresses, readLeases } from "./allocate.ts";
 import type { WhereaboutsConfig } from "./config.ts";
 import { allocationKey, poolName, reservationName } from "./names.ts";
 import { type IpRange, addressInRange, formatAddress, parseCidr } from "./range.ts";
-import type { Allocation, PoolId, ReservationHolder, WhereaboutsStore } from "./store.ts";
+import { type Allocation, type PoolId, type ReservationHolder, type WhereaboutsStore, sameHolder } from "./store.ts";
 
 export interface Context {
   store: WhereaboutsStore;
@@ -19,7 +21,31 @@ export interface Context {
   log: Logger;
   /** Waits; replaceable so tests of sleep_for_race do not wait. */
   sleep?: (ms: number) => Promise<void>;
+  /** A number in [0, 1) for spreading racers out; replaceable so tests can pin it. */
+  random?: () => number;
+  /** Serves this node's concurrent ADDs of a pool together (the Kubernetes store); absent: each ADD alone. */
+  batch?: NodeBatch;
+  /** Takes a reservation that could not be released now, to release it later (releaseOrphan). */
+  unreleased?: (orphan: UnreleasedReservation) => void;
 }
+
+/** A reservation left to release: by its range (CIDR as configured), address (decimal) and holder. */
+export interface UnreleasedReservation {
+  range: string;
+  address: string;
+  holder: ReservationHolder;
+}
+
+/**
+ * Racing ADDs on different nodes all read the same lowest free address and all but one find
+ * it reserved, then all try the next, and so on: a walk in lock step that costs every loser two
+ * requests per address. An address found reserved by another pod while the pool stands still is
+ * an overlapping range's pod or a dead ADD's reservation, and the next address is the answer, as
+ * upstream gives it; found while other writers are changing the pool (its version moved since
+ * we read it), it means a race, and from then on each candidate is drawn at random from the
+ * next SPREAD_WIDTH free addresses.
+ */
+const SPREAD_WIDTH = 256;
 
 /** Who an ADD allocates for. */
 export interface Requester {
@@ -86,62 +112,146 @@ export async function allocate(ctx: Context, who: Requester): Promise<Result> {
   return result;
 }
 
+/**
+ * The address `who` gets in one range. With a node batch (the Kubernetes store), the ADDs of
+ * this node waiting for the same pool are served together: one process reads the pool, claims
+ * an address for each and writes them all in one pool write, so a node starting many pods at
+ * once costs the API server one pool write per batch instead of one per pod.
+ */
 async function allocateInRange(ctx: Context, range: IpRange, who: Requester, attempt: { last?: Taken }): Promise<Taken> {
+  const pool = poolOf(range, ctx.config);
+  const served = ctx.batch
+    ? await ctx.batch.run(pool.name, rangeFingerprint(ctx.config, range), who, async (requesters) => (await serveRange(ctx, range, pool, requesters, attempt)).map(toServed))
+    : toServed((await serveRange(ctx, range, pool, [who], attempt))[0]!);
+  if ("error" in served) throw new CniError(served.error.code, served.error.msg, served.error.details);
+  return { range, pool, address: BigInt(served.address), key: served.key, created: served.created };
+}
+
+function toServed(outcome: RangeOutcome): BatchOutcome {
+  if ("error" in outcome) return { error: outcome.error.toJSON(LATEST) };
+  const { address, key, created } = outcome.taken;
+  return { address: String(address), key, created };
+}
+
+/**
+ * What makes two ADDs' requests for a pool the same request: only ADDs that agree on how the
+ * range is shaped and reserved are served together (two networks may share a pool name with
+ * different range_start or exclusions).
+ */
+function rangeFingerprint(config: WhereaboutsConfig, range: IpRange): string {
+  return JSON.stringify({
+    cidr: range.cidr,
+    first: String(range.first),
+    last: String(range.last),
+    exclude: range.exclude.map((span) => `${span.start}-${span.end}`),
+    gateway: config.gateway?.family === range.family ? String(config.gateway.value) : "",
+    overlapping: config.overlappingRanges,
+    networkName: config.networkName,
+    network: config.name,
+    sleep: config.sleepForRaceSeconds,
+  });
+}
+
+/** A requester's outcome in one range: its address, or why it got none (the range is full). */
+type RangeOutcome = { taken: Taken } | { error: CniError };
+
+/**
+ * One pool update that gives every requester an address, in order: each keeps the entry it
+ * already has, or takes the lowest free address (see SPREAD_AFTER_TAKEN) that no requester before
+ * it took and whose reservation it can claim. A requester the range has no room for gets code
+ * 102 and the others still get theirs; any other failure fails them all and takes back every
+ * claim. `attempt.last` is the first requester's entry as last computed, for allocate()'s undo.
+ */
+async function serveRange(
+  ctx: Context,
+  range: IpRange,
+  pool: PoolId,
+  requesters: readonly Requester[],
+  attempt: { last?: Taken },
+): Promise<RangeOutcome[]> {
   const { store, config } = ctx;
-  const pool = poolOf(range, config);
-  const holder: ReservationHolder = { podref: who.podRef, ifname: who.ifName };
-  // Reservations this call created. An optimistic store may rerun the pool update and pick
-  // another address; the ones no longer used are released at the end.
-  const claimed = new Set<string>();
-  const heldElsewhere = new Set<bigint>();
+  // Reservations each requester's runs created. An optimistic store may rerun the pool update
+  // and pick other addresses; the ones no longer used are released at the end.
+  const claims = requesters.map(() => new Map<string, bigint>());
   const gateway = config.gateway?.family === range.family ? [config.gateway.value] : [];
   try {
-    const result = await store.updatePool(pool, async (current) => {
+    const outcomes = await store.updatePool(pool, async (current) => {
       const { base, leases } = readLeases(range, current);
       reportUnreadable(ctx, pool, leases);
-      let own = findPodLease(leases, who.podRef, who.ifName);
-      const stale: Lease[] = [];
-      for (;;) {
-        const address = own?.address ?? lowestFree(range, [...addressesOf(leases), ...heldElsewhere, ...gateway]);
-        if (address === undefined) {
-          throw new CniError(ErrorCode.RangeExhausted, `no free IP address left in range ${describe(range)}`);
-        }
-        if (config.overlappingRanges) {
+      const next = new Map(current.allocations);
+      const given = [...addressesOf(leases), ...gateway];
+      // Reservations found held by others, shared by the batch: one walk, not one per requester.
+      const reserved = new Map<bigint, ReservationHolder>();
+      let racing = false;
+      let changed = false;
+      const outcomes: RangeOutcome[] = [];
+      for (const [n, who] of requesters.entries()) {
+        const holder: ReservationHolder = { podref: who.podRef, ifname: who.ifName };
+        let own = findPodLease(leases, who.podRef, who.ifName);
+        const stale: Lease[] = [];
+        let address: bigint | undefined;
+        for (;;) {
+          const othersReserved = [...reserved].filter(([, by]) => !sameHolder(by, holder)).map(([reservedAddress]) => reservedAddress);
+          address = own?.address ?? chooseFree(ctx, range, [...given, ...othersReserved], racing);
+          if (address === undefined || !config.overlappingRanges) break;
           const name = reservationOf(range, address, config);
           const outcome = await store.claimReservation(name, holder);
-          if (outcome === "taken") {
-            heldElsewhere.add(address);
-            if (own) {
-              // Our entry's address is reserved for another pod through an overlapping range:
-              // the two can't both keep it, and the reservation is the cluster-wide truth.
-              ctx.log.error(`${pool.name}: ${who.podRef} ${who.ifName} held ${formatAddress({ family: range.family, value: address })}, reserved by another pod; taking a new address`);
-              stale.push(own);
-              own = undefined;
-            }
-            continue;
+          if (outcome === "claimed") claims[n]!.set(name, address);
+          if (typeof outcome === "string") break;
+          reserved.set(address, outcome.takenBy);
+          if (!racing && current.version !== undefined && reserved.size === 1) {
+            racing = (await store.readPool(pool)).version !== current.version;
           }
-          if (outcome === "claimed") claimed.add(name);
+          if (own) {
+            // Our entry's address is reserved for another pod through an overlapping range:
+            // the two can't both keep it, and the reservation is the cluster-wide truth.
+            ctx.log.error(`${pool.name}: ${who.podRef} ${who.ifName} held ${formatAddress({ family: range.family, value: address })}, reserved by another pod; taking a new address`);
+            stale.push(own);
+            own = undefined;
+          }
+        }
+        if (address === undefined) {
+          outcomes.push({ error: new CniError(ErrorCode.RangeExhausted, `no free IP address left in range ${describe(range)}`) });
+          continue;
         }
         const key = own?.key ?? allocationKey(address, base);
         const entry: Allocation = { id: who.containerId, podref: who.podRef, ifname: who.ifName, network: config.name };
-        const unchanged = own !== undefined && stale.length === 0 && sameAllocation(own.allocation, entry);
-        const next = new Map(current.allocations);
         for (const lease of stale) next.delete(lease.key);
-        next.set(key, entry);
-        attempt.last = { range, pool, address, key, created: own === undefined };
-        if (config.sleepForRaceSeconds > 0) await (ctx.sleep ?? sleep)(config.sleepForRaceSeconds * 1000);
-        return { allocations: unchanged ? undefined : next, value: attempt.last };
+        if (!(own && stale.length === 0 && sameAllocation(own.allocation, entry))) {
+          next.set(key, entry);
+          changed = true;
+        }
+        given.push(address);
+        const taken: Taken = { range, pool, address, key, created: own === undefined };
+        if (n === 0) attempt.last = taken;
+        outcomes.push({ taken });
       }
+      if (config.sleepForRaceSeconds > 0) await (ctx.sleep ?? sleep)(config.sleepForRaceSeconds * 1000);
+      return { allocations: changed ? next : undefined, value: outcomes };
     });
-    const kept = reservationOf(range, result.address, config);
-    for (const name of claimed) if (name !== kept) await releaseQuietly(ctx, name, holder);
-    return result;
+    for (const [n, who] of requesters.entries()) {
+      const outcome = outcomes[n]!;
+      const kept = "taken" in outcome ? reservationOf(range, outcome.taken.address, config) : undefined;
+      for (const [name, address] of claims[n]!) {
+        if (name !== kept) await releaseQuietly(ctx, range, address, { podref: who.podRef, ifname: who.ifName });
+      }
+    }
+    return outcomes;
   } catch (err) {
     await store.cleanup(async () => {
-      for (const name of claimed) await releaseQuietly(ctx, name, holder);
+      for (const [n, who] of requesters.entries()) {
+        for (const address of claims[n]!.values()) await releaseQuietly(ctx, range, address, { podref: who.podRef, ifname: who.ifName });
+      }
     });
     throw err;
   }
+}
+
+/** The lowest free address; while racing, one of the lowest SPREAD_WIDTH at random. */
+function chooseFree(ctx: Context, range: IpRange, taken: bigint[], racing: boolean): bigint | undefined {
+  if (!racing) return lowestFree(range, taken);
+  const free = lowestFreeAddresses(range, taken, SPREAD_WIDTH);
+  return free[Math.floor((ctx.random ?? Math.random)() * free.length)];
 }
 
 function addressesOf(leases: readonly Lease[]): bigint[] {
@@ -171,7 +281,7 @@ async function rollBack(ctx: Context, created: readonly Taken[], who: Requester)
         next.delete(t.key);
         return { allocations: next, value: true };
       });
-      if (removed) await releaseQuietly(ctx, reservationOf(t.range, t.address, ctx.config), { podref: who.podRef, ifname: who.ifName });
+      if (removed) await releaseQuietly(ctx, t.range, t.address, { podref: who.podRef, ifname: who.ifName });
     } catch (err) {
       ctx.log.error(`could not undo the allocation of ${addressInRange(t.range, t.address)} in ${t.pool.name}: ${errorText(err)}`);
     }
@@ -209,19 +319,43 @@ async function releaseWhere(ctx: Context, choose: (leases: readonly Lease[]) => 
       released.push(text);
       // Released whatever enable_overlapping_ranges says now: it may have been on when the address was taken.
       if (lease.address !== undefined) {
-        await releaseQuietly(ctx, reservationOf(range, lease.address, ctx.config), { podref, ...(ifname ? { ifname } : {}) });
+        await releaseQuietly(ctx, range, lease.address, { podref, ...(ifname ? { ifname } : {}) });
       }
     }
   }
   return released;
 }
 
-async function releaseQuietly(ctx: Context, name: string, holder: ReservationHolder): Promise<void> {
+/**
+ * Deletes the reservation of `address` if `holder` holds it. A failure (the API gone) must not
+ * leave it behind for good: nobody would ever release a reservation no pool entry names, so it is
+ * handed to `ctx.unreleased` (the node's journal) to be released later by releaseOrphan.
+ */
+async function releaseQuietly(ctx: Context, range: IpRange, address: bigint, holder: ReservationHolder): Promise<void> {
+  const name = reservationOf(range, address, ctx.config);
   try {
     await ctx.store.releaseReservation(name, holder);
   } catch (err) {
     ctx.log.error(`could not release reservation ${name}: ${errorText(err)}`);
+    ctx.unreleased?.({ range: range.cidr, address: String(address), holder });
   }
+}
+
+/**
+ * Releases a reservation an earlier call could not, unless the pool now gives its address to its
+ * holder (the pod's retry took it back). Runs as a pool update, so no ADD of this node is between
+ * the check and the release.
+ */
+export async function releaseOrphan(ctx: Context, orphan: UnreleasedReservation): Promise<boolean> {
+  const range = ctx.config.ranges.find((r) => r.cidr === orphan.range);
+  if (!range) return false;
+  const address = BigInt(orphan.address);
+  return ctx.store.updatePool(poolOf(range, ctx.config), async (current) => {
+    const { leases } = readLeases(range, current);
+    const held = leases.some((lease) => lease.address === address && sameHolder(lease.allocation, orphan.holder));
+    if (held) return { value: false };
+    return { value: await ctx.store.releaseReservation(reservationOf(range, address, ctx.config), orphan.holder) };
+  });
 }
 
 // ---- CHECK and STATUS ---------------------------------------------------------------------------

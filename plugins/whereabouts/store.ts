@@ -27,6 +27,8 @@ export interface Pool {
   range: string;
   /** Offset (decimal string) → holder. */
   allocations: ReadonlyMap<string, Allocation>;
+  /** Changes with every write, where the store can tell (the Kubernetes store's resourceVersion). */
+  version?: string;
 }
 
 /** Which pool: its object name, and the range it is created with when absent. */
@@ -49,9 +51,9 @@ export interface ReservationHolder {
 
 /**
  * The outcome of claiming an address: `claimed` (the reservation was created for the holder),
- * `held` (it already belonged to the holder), `taken` (another pod or interface holds it).
+ * `held` (it already belonged to the holder), or taken by another pod or interface, named.
  */
-export type ClaimOutcome = "claimed" | "held" | "taken";
+export type ClaimOutcome = "claimed" | "held" | { takenBy: ReservationHolder };
 
 export interface WhereaboutsStore {
   /** The pool as stored now, for reading only (CHECK, STATUS). */

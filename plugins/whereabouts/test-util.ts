@@ -43,7 +43,7 @@ export class MemoryStore implements WhereaboutsStore {
 
   async claimReservation(name: string, holder: ReservationHolder): Promise<ClaimOutcome> {
     const existing = this.reservations.get(name);
-    if (existing) return sameHolder(existing, holder) ? "held" : "taken";
+    if (existing) return sameHolder(existing, holder) ? "held" : { takenBy: { ...existing } };
     this.reservations.set(name, { ...holder });
     return "claimed";
   }

@@ -1,0 +1,106 @@
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, test } from "vitest";
+import { type BatchOutcome, type BatchRequester, FileNodeBatch } from "./batch.ts";
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+function lockDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "cnit-batch-"));
+  dirs.push(dir);
+  return dir;
+}
+
+const pod = (n: number): BatchRequester => ({ containerId: `ctr-${n}`, ifName: "net1", podRef: `default/pod-${n}` });
+const given = (n: number): BatchOutcome => ({ address: String(n), key: String(n), created: true });
+const queue = (dir: string) => join(dir, "pool.queue");
+
+/** Another ADD's request as its process leaves it in the queue, under some name of its own. */
+function enqueue(dir: string, name: string, pid: number, fingerprint: string, who: BatchRequester): void {
+  writeFileSync(join(queue(dir), `${name}.request`), JSON.stringify({ pid, fingerprint, who }));
+}
+
+const PIDS_ALIVE = new Set([101, 102, 103]);
+const alive = (pid: number) => PIDS_ALIVE.has(pid);
+
+describe("a node's ADDs of one pool, served together", () => {
+  test("alone: the ADD leads a batch of one and leaves nothing behind", async () => {
+    const dir = lockDir();
+    const locked: string[] = [];
+    const batch = new FileNodeBatch(dir, (path) => (locked.push(path), () => {}), alive);
+    const leads: BatchRequester[][] = [];
+    const outcome = await batch.run("pool", "fp", pod(1), async (requesters) => (leads.push(requesters), [given(1)]));
+    expect(outcome).toEqual(given(1));
+    expect(leads).toEqual([[pod(1)]]);
+    expect(locked).toEqual([join(dir, "pool.batch.lock")]);
+    expect(readdirSync(queue(dir))).toEqual([]);
+  });
+
+  test("the leader serves every live request of the same fingerprint and answers each (0600)", async () => {
+    const dir = lockDir();
+    const batch = new FileNodeBatch(dir, () => {
+      // Queued while we waited for the lock.
+      enqueue(dir, "b", 101, "fp", pod(2));
+      enqueue(dir, "c", 102, "fp", pod(3));
+      return () => {};
+    }, alive);
+    let served: BatchRequester[] = [];
+    const outcome = await batch.run("pool", "fp", pod(1), async (requesters) => {
+      served = requesters;
+      return requesters.map((_, n) => given(n + 1));
+    });
+    expect(outcome).toEqual(given(1));
+    expect(served[0]).toEqual(pod(1));
+    expect(served.slice(1).sort((a, b) => a.podRef.localeCompare(b.podRef))).toEqual([pod(2), pod(3)]);
+    const answers = Object.fromEntries(readdirSync(queue(dir)).map((file) => [file, JSON.parse(readFileSync(join(queue(dir), file), "utf8"))]));
+    expect(Object.keys(answers).sort()).toEqual(["b.answer", "c.answer"]);
+    expect([answers["b.answer"], answers["c.answer"]]).toEqual(served.slice(1).map((who) => given(Number(who.containerId.slice(4)))));
+    expect(statSync(join(queue(dir), "b.answer")).mode & 0o777).toBe(0o600);
+  });
+
+  test("a dead process's request is dropped, not served; another fingerprint's is left for its own ADD", async () => {
+    const dir = lockDir();
+    const batch = new FileNodeBatch(dir, () => {
+      enqueue(dir, "dead", 999, "fp", pod(2));
+      enqueue(dir, "other", 103, "other-range", pod(3));
+      return () => {};
+    }, alive);
+    let served: BatchRequester[] = [];
+    await batch.run("pool", "fp", pod(1), async (requesters) => ((served = requesters), requesters.map((_, n) => given(n))));
+    expect(served).toEqual([pod(1)]);
+    expect(readdirSync(queue(dir))).toEqual(["other.request"]);
+  });
+
+  test("an ADD served while it waited takes its answer and leads nothing", async () => {
+    const dir = lockDir();
+    // The lock comes back after another leader answered every request in the queue.
+    const batch = new FileNodeBatch(dir, () => {
+      for (const file of readdirSync(queue(dir))) {
+        writeFileSync(join(queue(dir), file.replace(".request", ".answer")), JSON.stringify(given(7)));
+        rmSync(join(queue(dir), file));
+      }
+      return () => {};
+    }, alive);
+    const outcome = await batch.run("pool", "fp", pod(1), async () => {
+      throw new Error("must not lead");
+    });
+    expect(outcome).toEqual(given(7));
+    expect(readdirSync(queue(dir))).toEqual([]);
+  });
+
+  test("a leader that fails answers no one: the others' requests stay for them to lead", async () => {
+    const dir = lockDir();
+    let released = 0;
+    const batch = new FileNodeBatch(dir, () => {
+      enqueue(dir, "b", 101, "fp", pod(2));
+      return () => void released++;
+    }, alive);
+    await expect(batch.run("pool", "fp", pod(1), async () => Promise.reject(new Error("API down")))).rejects.toThrow("API down");
+    expect(readdirSync(queue(dir))).toEqual(["b.request"]);
+    expect(released).toBe(1);
+  });
+});

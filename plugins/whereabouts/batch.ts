@@ -1,0 +1,145 @@
+/**
+ * Group commit of one node's ADDs to a pool (the Kubernetes store). Every write of an IPPool
+ * costs the API server the whole object (decode, patch, schema validation, managed fields,
+ * encode: ~10 ms at 500 entries, and writers racing on one object make it redo that work), so
+ * the pool writes, not the requests, bound how many pods a cluster can start per second. When a
+ * node starts many pods at once, their ADDs queue for the pool anyway (the node-local lock);
+ * here the one holding the lock serves the whole queue with one pool write.
+ *
+ * A queue is a folder of request files, one per waiting ADD, beside the node's locks. An ADD
+ * writes its request, then takes the pool's batch lock. Holding it, it finds either an answer
+ * left by the ADD that held the lock before it (it is done), or none: it leads, serving its own
+ * request and every other one queued with the same fingerprint (the same range configuration)
+ * whose process is still alive, and leaves each an answer file. A leader that fails leaves the
+ * others' requests queued: each then leads for itself.
+ */
+import { createHash } from "node:crypto";
+import { mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { writeFileAtomically } from "./atomic.ts";
+
+/** Who asks; the same fields as operations' Requester, kept here so this module stands alone. */
+export interface BatchRequester {
+  containerId: string;
+  ifName: string;
+  podRef: string;
+}
+
+/** What a served ADD gets for its range: the address (decimal), its allocation key, whether the entry is new; or a CNI error. */
+export type BatchOutcome =
+  | { address: string; key: string; created: boolean }
+  | { error: { code: number; msg: string; details?: string } };
+
+/** Leads a batch: one outcome per requester, in order. */
+export type Lead = (requesters: BatchRequester[]) => Promise<BatchOutcome[]>;
+
+export interface NodeBatch {
+  run(poolName: string, fingerprint: string, who: BatchRequester, lead: Lead): Promise<BatchOutcome>;
+}
+
+interface QueuedRequest {
+  pid: number;
+  fingerprint: string;
+  who: BatchRequester;
+}
+
+/** The most ADDs one pool write serves: bounds the leader's work and its pool write's size. */
+const MAX_BATCH = 32;
+
+export class FileNodeBatch implements NodeBatch {
+  /**
+   * `dir`: this node's lock folder; `lock(path)` blocks until this process holds an exclusive
+   * lock on the file and returns its release (flock in the plugin).
+   */
+  constructor(
+    private readonly dir: string,
+    private readonly lock: (path: string) => () => void,
+    private readonly alive: (pid: number) => boolean = processAlive,
+  ) {}
+
+  async run(poolName: string, fingerprint: string, who: BatchRequester, lead: Lead): Promise<BatchOutcome> {
+    const queue = join(this.dir, `${poolName}.queue`);
+    mkdirSync(queue, { recursive: true, mode: 0o700 });
+    const id = requestId(who);
+    const request = join(queue, `${id}.request`);
+    const answer = join(queue, `${id}.answer`);
+    // An answer left for an earlier ADD of this container that did not wait for it.
+    rmSync(answer, { force: true });
+    writeFileAtomic(request, JSON.stringify({ pid: process.pid, fingerprint, who } satisfies QueuedRequest));
+    const release = this.lock(join(this.dir, `${poolName}.batch.lock`));
+    try {
+      const served = readIfExists(answer);
+      if (served !== undefined) {
+        rmSync(answer, { force: true });
+        return JSON.parse(served) as BatchOutcome;
+      }
+      const others = this.queued(queue, id, fingerprint);
+      const outcomes = await lead([who, ...others.map((other) => other.who)]);
+      for (const [n, other] of others.entries()) {
+        writeFileAtomic(join(queue, `${other.id}.answer`), JSON.stringify(outcomes[n + 1]));
+        rmSync(join(queue, `${other.id}.request`), { force: true });
+      }
+      return outcomes[0]!;
+    } finally {
+      rmSync(request, { force: true });
+      release();
+    }
+  }
+
+  /** The requests waiting behind ours with the same fingerprint; those of dead processes are dropped. */
+  private queued(queue: string, ownId: string, fingerprint: string): { id: string; who: BatchRequester }[] {
+    const found: { id: string; who: BatchRequester }[] = [];
+    for (const file of readdirSync(queue)) {
+      if (!file.endsWith(".request")) continue;
+      const id = file.slice(0, -".request".length);
+      if (id === ownId) continue;
+      const text = readIfExists(join(queue, file));
+      if (text === undefined) continue;
+      let queued: QueuedRequest;
+      try {
+        queued = JSON.parse(text) as QueuedRequest;
+      } catch {
+        rmSync(join(queue, file), { force: true });
+        continue;
+      }
+      if (!this.alive(queued.pid)) {
+        // Its ADD is gone: serving it would allocate for nobody.
+        rmSync(join(queue, file), { force: true });
+        continue;
+      }
+      if (queued.fingerprint !== fingerprint) continue;
+      found.push({ id, who: queued.who });
+      if (found.length === MAX_BATCH - 1) break;
+    }
+    return found;
+  }
+}
+
+/** A file name for the container's interface: any characters may be in a container ID. */
+function requestId(who: BatchRequester): string {
+  return createHash("sha256").update(`${who.containerId}\0${who.ifName}`).digest("hex").slice(0, 32);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: alive, but another user's.
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function readIfExists(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+/** Whole or not at all, 0600; not synced: a queue matters only while its processes live. */
+function writeFileAtomic(path: string, text: string): void {
+  writeFileAtomically(path, text, `${path}.${process.pid}.partial`, false);
+}
