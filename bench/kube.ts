@@ -33,6 +33,8 @@ interface Add {
   code: number;
   ms: number;
   maxRssKb: number;
+  /** User + system CPU of the plugin process. */
+  cpuMs: number;
   address?: string;
   error?: string;
 }
@@ -43,6 +45,8 @@ interface Run {
   adds: Add[];
   requests: Map<string, number>;
   stored: number;
+  /** CPU seconds the API server and etcd spent during the race. */
+  serverCpu: { apiserver: number; etcd: number };
 }
 
 /** The CNI error's code and message, or the first line of stderr. */
@@ -79,16 +83,18 @@ export async function benchWhereaboutsKube(): Promise<void> {
     // Peak RSS through GNU time, not Bun's resourceUsage(): Linux keeps a process's peak across
     // exec, and Bun's children start as copies of this (large) bench process, so every child
     // would report at least the bench's own RSS. time's children start as copies of time.
-    const argv = TIME ? [TIME, "-f", `${RSS_MARK}%M`, binary] : [binary];
+    const argv = TIME ? [TIME, "-f", `${RSS_MARK}%M %U %S`, binary] : [binary];
     const child = Bun.spawn(argv, { env: env(pod), stdin: Buffer.from(config(node)), stdout: "pipe", stderr: "pipe" });
     const [code, out, stderr] = await Promise.all([child.exited, new Response(child.stdout).text(), new Response(child.stderr).text()]);
     const ms = performance.now() - started;
     const mark = stderr.lastIndexOf(RSS_MARK);
-    const maxRssKb = mark >= 0 ? Number(stderr.slice(mark + RSS_MARK.length).trim()) : 0;
+    const [rss, user, system] = mark >= 0 ? stderr.slice(mark + RSS_MARK.length).trim().split(" ").map(Number) : [0, 0, 0];
+    const maxRssKb = rss ?? 0;
+    const cpuMs = ((user ?? 0) + (system ?? 0)) * 1000;
     const err = mark >= 0 ? stderr.slice(0, mark) : stderr;
-    if (code !== 0) return { code, ms, maxRssKb, error: errorText(out, err) };
+    if (code !== 0) return { code, ms, maxRssKb, cpuMs, error: errorText(out, err) };
     const address = (JSON.parse(out) as { ips: { address: string }[] }).ips[0]?.address;
-    return { code, ms, maxRssKb, ...(address ? { address } : {}) };
+    return { code, ms, maxRssKb, cpuMs, ...(address ? { address } : {}) };
   }
 
   async function race(binary: string, pods: number): Promise<Run> {
@@ -97,6 +103,7 @@ export async function benchWhereaboutsKube(): Promise<void> {
     await add(binary, "warm-up", 0);
     await api.clear();
     const before = await api.requestCounts();
+    const cpuBefore = cluster.cpuSeconds();
     const adds: Add[] = new Array(pods);
     const started = performance.now();
     // Pod n belongs to node n % NODES; each node works through its pods IN_FLIGHT_PER_NODE at a time.
@@ -111,9 +118,11 @@ export async function benchWhereaboutsKube(): Promise<void> {
       }),
     );
     const seconds = (performance.now() - started) / 1000;
+    const cpuAfter = cluster.cpuSeconds();
+    const serverCpu = { apiserver: cpuAfter.apiserver - cpuBefore.apiserver, etcd: cpuAfter.etcd - cpuBefore.etcd };
     const requests = requestsBetween(before, await api.requestCounts());
     const stored = Object.keys((await api.pool(RANGE.replace("/", "-")))?.spec.allocations ?? {}).length;
-    return { pods, seconds, adds, requests, stored };
+    return { pods, seconds, adds, requests, stored, serverCpu };
   }
 
   function report(name: string, run: Run): number {
@@ -138,6 +147,11 @@ export async function benchWhereaboutsKube(): Promise<void> {
     console.log(
       `            peak RSS per process ${TIME ? `${(Math.max(...run.adds.map((a) => a.maxRssKb)) / 1024).toFixed(1)} MiB` : "not measured (no /usr/bin/time)"}; ` +
         `${ok.length} succeeded, ${distinct} distinct addresses, ${run.stored} stored, ${failed.length} failed`,
+    );
+    const pluginCpu = run.adds.reduce((n, a) => n + a.cpuMs, 0) / run.pods;
+    console.log(
+      `            CPU per ADD: plugin process ${TIME ? `${pluginCpu.toFixed(1)} ms` : "not measured"}, ` +
+        `API server ${((run.serverCpu.apiserver * 1000) / run.pods).toFixed(1)} ms, etcd ${((run.serverCpu.etcd * 1000) / run.pods).toFixed(1)} ms (2 cores in all)`,
     );
     if (failed.length > 0) {
       const codes = new Map<string, number>();

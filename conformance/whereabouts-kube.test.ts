@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { KUBE_BIN, kubeconfigText, startCluster, type Cluster } from "./kube/cluster.ts";
-import { AdminApi, NAMESPACE, writeFlatFile, type IPPool, type Reservation } from "./kube/objects.ts";
+import { AdminApi, NAMESPACE, WHEREABOUTS_API, writeFlatFile, type IPPool, type Reservation } from "./kube/objects.ts";
 import { ROOT, cleanup, cni, cniAsync, pluginDir, removeDir, sweepStale, type CniOutput } from "./harness.ts";
 import { UPSTREAM_WHEREABOUTS, WHEREABOUTS, call, driver, ips, whereaboutsCases, type StoreUnderTest } from "./whereabouts-cases.ts";
 
@@ -165,6 +165,22 @@ describe("objects on the API server", () => {
         reservation("net-a-10.0.0.2", "default/web-1"),
       ].sort(byName),
     );
+  });
+
+  test("the API server's JSON Patch, which our pool writes rely on: a test for null passes for an absent entry only", async () => {
+    ips(add(1));
+    const path = `${WHEREABOUTS_API}/namespaces/${NAMESPACE}/ippools/10.40.0.0-24`;
+    const patch = (key: string) =>
+      api.raw("PATCH", path, [
+        { op: "test", path: `/spec/allocations/${key}`, value: null },
+        { op: "add", path: `/spec/allocations/${key}`, value: { id: "ctr-x", podref: "default/x", ifname: "net1" } },
+      ], "application/json-patch+json");
+    // .1 is pod-1's: a second writer of it is refused, and pod-1 keeps it.
+    expect((await patch("1")).status).toBe(422);
+    expect(await entries("10.40.0.0-24")).toEqual(["1=default/pod-1 net1 ctr-1"]);
+    // .5 is free: the write goes in, whatever else was written since it was read.
+    expect((await patch("5")).status).toBe(200);
+    expect(await entries("10.40.0.0-24")).toEqual(["1=default/pod-1 net1 ctr-1", "5=default/x net1 ctr-x"]);
   });
 
   test("objects live in the namespace of the kubeconfig's current context", () => {

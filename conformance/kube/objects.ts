@@ -58,7 +58,7 @@ export class AdminApi {
     return (text ? JSON.parse(text) : undefined) as T;
   }
 
-  raw(method: string, path: string, body?: unknown): Promise<{ status: number; text: string }> {
+  raw(method: string, path: string, body?: unknown, contentType = "application/json"): Promise<{ status: number; text: string }> {
     return new Promise((resolve, reject) => {
       const req = request(
         `${this.cluster.server}${path}`,
@@ -69,7 +69,7 @@ export class AdminApi {
           headers: {
             Authorization: `Bearer ${this.cluster.adminToken}`,
             Accept: "application/json",
-            ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+            ...(body === undefined ? {} : { "Content-Type": contentType }),
           },
           timeout: 30_000,
         },

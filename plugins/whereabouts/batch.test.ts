@@ -31,12 +31,14 @@ describe("a node's ADDs of one pool, served together", () => {
   test("alone: the ADD leads a batch of one and leaves nothing behind", async () => {
     const dir = lockDir();
     const locked: string[] = [];
-    const batch = new FileNodeBatch(dir, (path) => (locked.push(path), () => {}), alive);
+    let led = 0;
+    const batch = new FileNodeBatch(dir, (path) => (locked.push(path), () => {}), { alive, onLead: () => void led++ });
     const leads: BatchRequester[][] = [];
     const outcome = await batch.run("pool", "fp", pod(1), async (requesters) => (leads.push(requesters), [given(1)]));
     expect(outcome).toEqual(given(1));
     expect(leads).toEqual([[pod(1)]]);
     expect(locked).toEqual([join(dir, "pool.batch.lock")]);
+    expect(led).toBe(1);
     expect(readdirSync(queue(dir))).toEqual([]);
   });
 
@@ -47,7 +49,7 @@ describe("a node's ADDs of one pool, served together", () => {
       enqueue(dir, "b", 101, "fp", pod(2));
       enqueue(dir, "c", 102, "fp", pod(3));
       return () => {};
-    }, alive);
+    }, { alive });
     let served: BatchRequester[] = [];
     const outcome = await batch.run("pool", "fp", pod(1), async (requesters) => {
       served = requesters;
@@ -68,7 +70,7 @@ describe("a node's ADDs of one pool, served together", () => {
       enqueue(dir, "dead", 999, "fp", pod(2));
       enqueue(dir, "other", 103, "other-range", pod(3));
       return () => {};
-    }, alive);
+    }, { alive });
     let served: BatchRequester[] = [];
     await batch.run("pool", "fp", pod(1), async (requesters) => ((served = requesters), requesters.map((_, n) => given(n))));
     expect(served).toEqual([pod(1)]);
@@ -84,7 +86,7 @@ describe("a node's ADDs of one pool, served together", () => {
         rmSync(join(queue(dir), file));
       }
       return () => {};
-    }, alive);
+    }, { alive });
     const outcome = await batch.run("pool", "fp", pod(1), async () => {
       throw new Error("must not lead");
     });
@@ -98,7 +100,7 @@ describe("a node's ADDs of one pool, served together", () => {
     const batch = new FileNodeBatch(dir, () => {
       enqueue(dir, "b", 101, "fp", pod(2));
       return () => void released++;
-    }, alive);
+    }, { alive });
     await expect(batch.run("pool", "fp", pod(1), async () => Promise.reject(new Error("API down")))).rejects.toThrow("API down");
     expect(readdirSync(queue(dir))).toEqual(["b.request"]);
     expect(released).toBe(1);

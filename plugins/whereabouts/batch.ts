@@ -11,7 +11,8 @@
  * left by the ADD that held the lock before it (it is done), or none: it leads, serving its own
  * request and every other one queued with the same fingerprint (the same range configuration)
  * whose process is still alive, and leaves each an answer file. A leader that fails leaves the
- * others' requests queued: each then leads for itself.
+ * others' requests queued: each then leads for itself (the leader's `lead` may instead answer
+ * them all with its failure, when they would all meet it).
  */
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
@@ -54,7 +55,7 @@ export class FileNodeBatch implements NodeBatch {
   constructor(
     private readonly dir: string,
     private readonly lock: (path: string) => () => void,
-    private readonly alive: (pid: number) => boolean = processAlive,
+    private readonly options: { onLead?: () => void; alive?: (pid: number) => boolean } = {},
   ) {}
 
   async run(poolName: string, fingerprint: string, who: BatchRequester, lead: Lead): Promise<BatchOutcome> {
@@ -74,6 +75,7 @@ export class FileNodeBatch implements NodeBatch {
         return JSON.parse(served) as BatchOutcome;
       }
       const others = this.queued(queue, id, fingerprint);
+      this.options.onLead?.();
       const outcomes = await lead([who, ...others.map((other) => other.who)]);
       for (const [n, other] of others.entries()) {
         writeFileAtomic(join(queue, `${other.id}.answer`), JSON.stringify(outcomes[n + 1]));
@@ -102,7 +104,7 @@ export class FileNodeBatch implements NodeBatch {
         rmSync(join(queue, file), { force: true });
         continue;
       }
-      if (!this.alive(queued.pid)) {
+      if (!(this.options.alive ?? processAlive)(queued.pid)) {
         // Its ADD is gone: serving it would allocate for nobody.
         rmSync(join(queue, file), { force: true });
         continue;

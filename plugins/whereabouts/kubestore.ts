@@ -28,12 +28,14 @@ import {
 
 const API = "/apis/whereabouts.cni.cncf.io/v1alpha1";
 const API_VERSION = "whereabouts.cni.cncf.io/v1alpha1";
+/** Asks for an object's metadata without its spec, falling back to the whole object. */
+const METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
 const FIRST_BACKOFF_MS = 4;
 const MAX_BACKOFF_MS = 250;
 /** Time a failed ADD gets, past the invocation's deadline, to take back what it wrote. */
 const CLEANUP_BUDGET_MS = 3000;
 
-interface IPPoolObject {
+export interface IPPoolObject {
   metadata: ObjectMeta;
   spec?: { range?: string; allocations?: Record<string, { id?: string; podref?: string; ifname?: string }> };
 }
@@ -77,6 +79,17 @@ export class KubernetesStore implements WhereaboutsStore {
   async readPool(pool: PoolId): Promise<Pool> {
     const object = await this.call(() => this.client.get<IPPoolObject>(this.poolPath(pool.name)));
     return object ? decodePool(object, pool) : { range: pool.range, allocations: new Map() };
+  }
+
+  /**
+   * Asks the API server's watch cache (resourceVersion=0: no etcd read) for the pool's metadata
+   * only (no allocations to encode). A version other than the one read, newer or, in a cache a
+   * moment behind, older, means the pool was written around now.
+   */
+  async poolMoving(pool: PoolId, version: string): Promise<boolean> {
+    const path = `${this.poolPath(pool.name)}?resourceVersion=0`;
+    const object = await this.call(() => this.client.get<{ metadata: ObjectMeta }>(path, METADATA_ONLY));
+    return object?.metadata.resourceVersion !== version;
   }
 
   /**
@@ -237,7 +250,7 @@ function allocationJson(entry: Allocation): Allocation {
  * while two writers of one address still cannot both win. Upstream writes whole pools guarded by
  * resourceVersion, so our entries can't be lost under its writes either.
  */
-function poolPatch(object: IPPoolObject, range: string, next: ReadonlyMap<string, Allocation>): JsonPatchOperation[] {
+export function poolPatch(object: IPPoolObject, range: string, next: ReadonlyMap<string, Allocation>): JsonPatchOperation[] {
   const stored = object.spec?.allocations;
   if (!object.spec) {
     const spec = { range, allocations: encodeAllocations(next) };

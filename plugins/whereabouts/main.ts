@@ -15,7 +15,7 @@ import { FileNodeBatch } from "./batch.ts";
 import { openFileStore } from "./filestore.ts";
 import { ReleaseJournal } from "./journal.ts";
 import { AttachmentLedger } from "./ledger.ts";
-import { isUnavailable, openKubernetesStore } from "./kubestore.ts";
+import { KubernetesStore, isUnavailable, openKubernetesStore } from "./kubestore.ts";
 import { flockFile } from "./lock.ts";
 import { type Context, allocate, check, collectGarbage, release, releaseOrphan, status } from "./operations.ts";
 import type { WhereaboutsStore } from "./store.ts";
@@ -133,9 +133,12 @@ async function withContext<T>(args: CmdArgs, work: (ctx: Context) => Promise<T>)
   if (config.store.kind === "kubernetes") await replayJournal(new ReleaseJournal(config.store.journalDir), log, deadline);
   const store = await openStore(config, deadline);
   const ctx: Context = { store, config, log };
-  if (config.store.kind === "kubernetes") {
-    const journal = new ReleaseJournal(config.store.journalDir);
-    ctx.batch = new FileNodeBatch(config.store.lockDir, flockFile);
+  if (config.store.kind === "kubernetes" && store instanceof KubernetesStore) {
+    const { journalDir, lockDir, timeoutMs } = config.store;
+    const journal = new ReleaseJournal(journalDir);
+    // timeout_ms bounds the API's answers, not this node's own queue: an ADD that waited its
+    // turn gets the whole of it when it leads.
+    ctx.batch = new FileNodeBatch(lockDir, flockFile, { onLead: () => store.client.extendDeadline(Date.now() + timeoutMs) });
     ctx.unreleased = (reservation) => {
       const path = journal.record(args.conf.name, {
         config: args.conf.bytes,

@@ -326,6 +326,17 @@ describe("a node batch: many ADDs served by one pool update", () => {
     expect(Object.keys(store.allocations("10.0.0.0-29"))).toHaveLength(6);
   });
 
+  test("the API away: every requester of the batch hears code 11 at once, not each after its own timeout", async () => {
+    const store = new MemoryStore();
+    store.updatePool = async () => {
+      throw new CniError(11, "the Kubernetes API is not available, try again later");
+    };
+    const answers: BatchOutcome[] = [];
+    const ctx = { ...contextOf(store, V4), batch: batchWith([pod(2), pod(3)], answers) };
+    expect(await failure(allocate(ctx, pod(1)))).toMatchObject({ code: 11 });
+    expect(answers).toMatchObject([{ error: { code: 11 } }, { error: { code: 11 } }]);
+  });
+
   test("the leader's own 102 is its error; the requesters it did serve keep theirs", async () => {
     const store = new MemoryStore();
     for (let n = 1; n <= 5; n++) await addresses(store, V4, pod(n));

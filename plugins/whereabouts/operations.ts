@@ -121,7 +121,16 @@ export async function allocate(ctx: Context, who: Requester): Promise<Result> {
 async function allocateInRange(ctx: Context, range: IpRange, who: Requester, attempt: { last?: Taken }): Promise<Taken> {
   const pool = poolOf(range, ctx.config);
   const served = ctx.batch
-    ? await ctx.batch.run(pool.name, rangeFingerprint(ctx.config, range), who, async (requesters) => (await serveRange(ctx, range, pool, requesters, attempt)).map(toServed))
+    ? await ctx.batch.run(pool.name, rangeFingerprint(ctx.config, range), who, async (requesters) => {
+        try {
+          return (await serveRange(ctx, range, pool, requesters, attempt)).map(toServed);
+        } catch (err) {
+          // The API is away: every requester would meet that in turn, each after its own
+          // timeout; all of them hear it now.
+          if (err instanceof CniError && err.code === ErrorCode.TryAgainLater) return requesters.map(() => ({ error: err.toJSON(LATEST) }));
+          throw err;
+        }
+      })
     : toServed((await serveRange(ctx, range, pool, [who], attempt))[0]!);
   if ("error" in served) throw new CniError(served.error.code, served.error.msg, served.error.details);
   return { range, pool, address: BigInt(served.address), key: served.key, created: served.created };
@@ -200,7 +209,7 @@ async function serveRange(
           if (typeof outcome === "string") break;
           reserved.set(address, outcome.takenBy);
           if (!racing && current.version !== undefined && reserved.size === 1) {
-            racing = (await store.readPool(pool)).version !== current.version;
+            racing = await store.poolMoving(pool, current.version);
           }
           if (own) {
             // Our entry's address is reserved for another pod through an overlapping range:

@@ -60,6 +60,12 @@ export interface WhereaboutsStore {
   readPool(pool: PoolId): Promise<Pool>;
 
   /**
+   * Whether others are writing the pool around now: it no longer reads as `version` (a Pool's
+   * `version`), cheaply. Only asked of stores whose pools have versions.
+   */
+  poolMoving(pool: PoolId, version: string): Promise<boolean>;
+
+  /**
    * Reads the pool, runs `change` on it and stores the allocations it returns, with no other
    * writer in between; returns `change`'s value. A store may run `change` more than once:
    * the file store runs it once under the pool's lock, an optimistic store (Kubernetes: GET with

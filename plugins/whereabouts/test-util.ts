@@ -16,6 +16,10 @@ export class MemoryStore implements WhereaboutsStore {
 
   constructor(private conflicts = 0) {}
 
+  async poolMoving(pool: PoolId, version: string): Promise<boolean> {
+    return (await this.readPool(pool)).version !== version;
+  }
+
   async readPool(pool: PoolId): Promise<Pool> {
     const stored = this.pools.get(pool.name);
     return stored ? { range: stored.range, allocations: new Map(stored.allocations) } : { range: pool.range, allocations: new Map() };

@@ -65,9 +65,9 @@ export class KubeClient {
     this.options.deadline = Math.max(this.options.deadline, until);
   }
 
-  /** GET; undefined when the object does not exist. */
-  async get<T>(path: string): Promise<T | undefined> {
-    const response = await this.send("GET", path);
+  /** GET; undefined when the object does not exist. `accept` replaces the Accept header. */
+  async get<T>(path: string, accept?: string): Promise<T | undefined> {
+    const response = await this.send("GET", path, undefined, undefined, accept);
     if (response.status === 404) return undefined;
     return this.decode<T>("GET", path, response);
   }
@@ -93,14 +93,18 @@ export class KubeClient {
     return true;
   }
 
-  private async send(method: string, path: string, body?: string, contentType?: string): Promise<Response> {
+  private async send(method: string, path: string, body?: string, contentType?: string, accept?: string): Promise<Response> {
     const remaining = this.options.deadline - Date.now();
     if (remaining <= 0) throw new KubeUnavailableError(`no time left for ${method} ${path}`);
     this.requests++;
     try {
       return await fetch(`${this.connection.server}${path}`, {
         method,
-        headers: contentType ? { ...this.headers, "Content-Type": contentType } : this.headers,
+        headers: {
+          ...this.headers,
+          ...(contentType ? { "Content-Type": contentType } : {}),
+          ...(accept ? { Accept: accept } : {}),
+        },
         ...(body !== undefined ? { body } : {}),
         signal: AbortSignal.timeout(remaining),
         tls: {
