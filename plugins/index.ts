@@ -1,8 +1,13 @@
-/** Every plugin the executable carries, by the name it is invoked as. */
+/**
+ * Every plugin the executable carries, by the name it is invoked as. Each is loaded only when
+ * invoked: a process runs one plugin, and evaluating the others' modules (the rtnetlink codecs
+ * among them) would cost every start.
+ */
 import type { PluginVerbs } from "../shared/cni/skel.ts";
-import { ipvlan } from "./ipvlan/main.ts";
-import { macvlan } from "./macvlan/main.ts";
-import { sbr } from "./sbr/main.ts";
-import { whereabouts } from "./whereabouts/main.ts";
 
-export const PLUGINS: Record<string, PluginVerbs> = { macvlan, ipvlan, sbr, whereabouts };
+export const PLUGINS: Record<string, () => Promise<PluginVerbs>> = {
+  macvlan: async () => (await import("./macvlan/main.ts")).macvlan,
+  ipvlan: async () => (await import("./ipvlan/main.ts")).ipvlan,
+  sbr: async () => (await import("./sbr/main.ts")).sbr,
+  whereabouts: async () => (await import("./whereabouts/main.ts")).whereabouts,
+};

@@ -9,8 +9,8 @@ import { LATEST } from "../shared/cni/version.ts";
 import { PLUGINS } from "./index.ts";
 
 const invokedAs = basename(process.argv0);
-const plugin = PLUGINS[invokedAs];
-if (!plugin) {
+const load = PLUGINS[invokedAs];
+if (!load) {
   // A runtime reads stdout: give it an error object too, not only words on stderr.
   const known = Object.keys(PLUGINS).join(", ");
   const error = new CniError(ErrorCode.InvalidConfig, `this executable is invoked as "${invokedAs}", which is no plugin it carries`, `known: ${known}`);
@@ -19,6 +19,8 @@ if (!plugin) {
   process.exit(1);
 }
 // Bytecode builds are CommonJS, which has no top-level await.
-void runPlugin(plugin).then((code) => {
-  process.exitCode = code;
-});
+void load()
+  .then(runPlugin)
+  .then((code) => {
+    process.exitCode = code;
+  });

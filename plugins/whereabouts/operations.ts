@@ -208,7 +208,7 @@ async function serveRange(
           if (outcome === "claimed") claims[n]!.set(name, address);
           if (typeof outcome === "string") break;
           reserved.set(address, outcome.takenBy);
-          if (!racing && current.version !== undefined && reserved.size === 1) {
+          if (!racing && current.version !== undefined) {
             racing = await store.poolMoving(pool, current.version);
           }
           if (own) {
