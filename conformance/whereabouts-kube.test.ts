@@ -221,6 +221,16 @@ describe("GC on a cluster-wide store", () => {
       // DEL takes the attachment out of the ledger.
       expect(cni(WHEREABOUTS, call("DEL", 2), conf()).code).toBe(0);
       expect(readdirSync(join(kubeStore.dir(), "attachments"))).toEqual([]);
+      // An ADD still running is in no runtime's list yet: GC leaves it alone.
+      const slow = cniAsync(WHEREABOUTS, call("ADD", 4), conf({ sleep_for_race: 2 }));
+      for (let waited = 0; !existsSync(join(kubeStore.dir(), "attachments", "wbnet:ctr-4:net1.attachment.json")); waited += 20) {
+        if (waited > 10_000) throw new Error("the slow ADD never recorded its attachment");
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      gc([]);
+      expect(ips(await slow)).toEqual(["10.40.0.1/24"]);
+      expect(await entries("10.40.0.0-24")).toEqual(["1=default/pod-4 net1 ctr-4"]);
+      expect(readdirSync(join(kubeStore.dir(), "attachments")), "still recorded for a later GC").toEqual(["wbnet:ctr-4:net1.attachment.json"]);
     } finally {
       rmSync(otherNode, { recursive: true, force: true });
     }

@@ -94,7 +94,20 @@ describe("a node's ADDs of one pool, served together", () => {
     expect(readdirSync(queue(dir))).toEqual([]);
   });
 
-  test("a leader that fails answers no one: the others' requests stay for them to lead", async () => {
+  test("a second sandbox of the same pod and interface waits for the next batch", async () => {
+    const dir = lockDir();
+    const batch = new FileNodeBatch(dir, () => {
+      enqueue(dir, "again", 101, "fp", { ...pod(1), containerId: "ctr-1-new" });
+      enqueue(dir, "other", 102, "fp", pod(2));
+      return () => {};
+    }, { alive });
+    let served: BatchRequester[] = [];
+    await batch.run("pool", "fp", pod(1), async (requesters) => ((served = requesters), requesters.map((_, n) => given(n))));
+    expect(served).toEqual([pod(1), pod(2)]);
+    expect(readdirSync(queue(dir)).sort()).toEqual(["again.request", "other.answer"]);
+  });
+
+  test("a leader whose lead throws answers no one: the others' requests stay for them to lead", async () => {
     const dir = lockDir();
     let released = 0;
     const batch = new FileNodeBatch(dir, () => {

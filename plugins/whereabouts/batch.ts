@@ -10,9 +10,9 @@
  * writes its request, then takes the pool's batch lock. Holding it, it finds either an answer
  * left by the ADD that held the lock before it (it is done), or none: it leads, serving its own
  * request and every other one queued with the same fingerprint (the same range configuration)
- * whose process is still alive, and leaves each an answer file. A leader that fails leaves the
- * others' requests queued: each then leads for itself (the leader's `lead` may instead answer
- * them all with its failure, when they would all meet it).
+ * whose process is still alive, and leaves each an answer file. A leader whose `lead` throws
+ * leaves the others' requests queued: each then leads for itself. (`lead` may instead answer
+ * them all with its failure, when they would all meet it.)
  */
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
@@ -74,7 +74,7 @@ export class FileNodeBatch implements NodeBatch {
         rmSync(answer, { force: true });
         return JSON.parse(served) as BatchOutcome;
       }
-      const others = this.queued(queue, id, fingerprint);
+      const others = this.queued(queue, id, fingerprint, who);
       this.options.onLead?.();
       const outcomes = await lead([who, ...others.map((other) => other.who)]);
       for (const [n, other] of others.entries()) {
@@ -88,9 +88,14 @@ export class FileNodeBatch implements NodeBatch {
     }
   }
 
-  /** The requests waiting behind ours with the same fingerprint; those of dead processes are dropped. */
-  private queued(queue: string, ownId: string, fingerprint: string): { id: string; who: BatchRequester }[] {
+  /**
+   * The requests waiting behind ours with the same fingerprint; those of dead processes are
+   * dropped. One request per pod and interface: two sandboxes of one pod (the runtime recreated
+   * it while the first ADD waited) hold the same reservations, so they are served one at a time.
+   */
+  private queued(queue: string, ownId: string, fingerprint: string, own: BatchRequester): { id: string; who: BatchRequester }[] {
     const found: { id: string; who: BatchRequester }[] = [];
+    const holders = new Set([`${own.podRef}\0${own.ifName}`]);
     for (const file of readdirSync(queue)) {
       if (!file.endsWith(".request")) continue;
       const id = file.slice(0, -".request".length);
@@ -110,6 +115,9 @@ export class FileNodeBatch implements NodeBatch {
         continue;
       }
       if (queued.fingerprint !== fingerprint) continue;
+      const holder = `${queued.who.podRef}\0${queued.who.ifName}`;
+      if (holders.has(holder)) continue;
+      holders.add(holder);
       found.push({ id, who: queued.who });
       if (found.length === MAX_BATCH - 1) break;
     }

@@ -93,9 +93,9 @@ export class KubernetesStore implements WhereaboutsStore {
   }
 
   /**
-   * Optimistic across nodes, serialised within one: racing writers of a pool all read the same
-   * version and all but one must start over, so dozens of a node's own ADDs racing each other
-   * mostly burn requests; behind a node-local lock, a pool sees one writer per node at a time.
+   * Optimistic across nodes, serialised within one: every write of the pool costs the API server
+   * the whole object, and concurrent ones make it redo that work, so behind a node-local lock a
+   * pool sees one writer per node at a time (the node's ADDs come in batches, batch.ts).
    */
   async updatePool<T>(pool: PoolId, change: (current: Pool) => Promise<PoolChange<T>>): Promise<T> {
     const release = this.nodeLock(pool.name);
@@ -125,7 +125,7 @@ export class KubernetesStore implements WhereaboutsStore {
         }
         return value;
       } catch (err) {
-        // Somebody else wrote first (a failed version test, or a create that lost): compute again.
+        // Somebody else wrote an entry we touch first (a failed entry test), or created the pool: compute again.
         if (isConflict(err)) {
           await backoff(attempt);
           continue;
@@ -251,6 +251,18 @@ function allocationJson(entry: Allocation): Allocation {
  * resourceVersion, so our entries can't be lost under its writes either.
  */
 export function poolPatch(object: IPPoolObject, range: string, next: ReadonlyMap<string, Allocation>): JsonPatchOperation[] {
+  return [...entryOperations(object, range, next), ...(object.metadata.managedFields?.length ? [RESET_MANAGED_FIELDS] : [])];
+}
+
+/**
+ * The API server records, per entry, which client wrote it (managedFields): as large again as
+ * the allocations, decoded, updated and encoded with the pool on every read and write. Nobody
+ * applies IPPools server-side, so the record serves no one; a list of one empty entry is the
+ * documented way to clear it, and the API server then keeps none for our writes.
+ */
+const RESET_MANAGED_FIELDS: JsonPatchOperation = { op: "add", path: "/metadata/managedFields", value: [{}] };
+
+function entryOperations(object: IPPoolObject, range: string, next: ReadonlyMap<string, Allocation>): JsonPatchOperation[] {
   const stored = object.spec?.allocations;
   if (!object.spec) {
     const spec = { range, allocations: encodeAllocations(next) };

@@ -5,12 +5,12 @@
  * attachments this ledger holds and the list does not, and nothing another node allocated.
  *
  * An entry is written before the ADD allocates (an ADD that dies midway is still found) and
- * removed by DEL, or by GC once released; one file per attachment, 0600, written atomically and
- * durably (GC typically runs after a restart).
+ * removed by DEL, or by GC once released; one file per attachment, 0600. The ADD holds an flock
+ * on its entry until it is done, and GC passes over entries it cannot lock: an attachment whose
+ * ADD is still running is in no runtime's list yet, and is not garbage.
  */
-import { mkdirSync, readFileSync, readdirSync, unlinkSync } from "node:fs";
+import { closeSync, fsyncSync, ftruncateSync, mkdirSync, readFileSync, readdirSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { writeFileAtomically } from "./atomic.ts";
 
 export interface Attached {
   network: string;
@@ -18,44 +18,76 @@ export interface Attached {
   ifName: string;
 }
 
+/** Opens `path` holding an exclusive flock on it ("a" creates it 0600); without `wait`, undefined while another holds it. */
+export type LockFile = (path: string, mode: "r" | "a", wait: boolean) => number | undefined;
+
 const SUFFIX = ".attachment.json";
 
 export class AttachmentLedger {
-  constructor(readonly dir: string) {}
+  constructor(
+    readonly dir: string,
+    private readonly lockFile: LockFile,
+  ) {}
 
-  record(attached: Attached): void {
+  /** Records the attachment, locked until the returned release (when its ADD is done). */
+  record(attached: Attached): () => void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const path = this.path(attached);
-    writeFileAtomically(path, JSON.stringify({ ...attached, recordedAt: new Date().toISOString() }), `${path}.${process.pid}.tmp`);
+    const fd = this.lockFile(this.path(attached), "a", true)!;
+    try {
+      ftruncateSync(fd, 0);
+      writeSync(fd, JSON.stringify({ ...attached, recordedAt: new Date().toISOString() }));
+      // GC typically runs after a restart: the entry must outlive a crash.
+      fsyncSync(fd);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    return () => closeSync(fd);
   }
 
   forget(attached: Attached): void {
     try {
       unlinkSync(this.path(attached));
     } catch (err) {
-      // Never recorded (an ADD from before the ledger, or a file-store config), or forgotten already.
+      // Never recorded (an ADD from before the ledger), or forgotten already.
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     }
   }
 
-  /** The network's attachments recorded on this node; unreadable entries are skipped. */
-  attachments(network: string): Attached[] {
+  /**
+   * Runs `release` for each of the network's attachments that `garbage` picks, and forgets it
+   * once released. Entries whose ADD is running (locked) or that cannot be read are passed over.
+   */
+  async collect(network: string, garbage: (attached: Attached) => boolean, release: (attached: Attached) => Promise<void>): Promise<void> {
     let names: string[];
     try {
       names = readdirSync(this.dir).filter((name) => name.endsWith(SUFFIX));
     } catch {
-      return [];
+      return;
     }
-    const found: Attached[] = [];
     for (const name of names) {
+      let fd: number | undefined;
       try {
-        const entry = JSON.parse(readFileSync(join(this.dir, name), "utf8")) as Attached;
-        if (entry.network === network) found.push({ network: entry.network, containerId: entry.containerId, ifName: entry.ifName });
+        fd = this.lockFile(join(this.dir, name), "r", false);
       } catch {
-        // Forgotten by a concurrent DEL, or damaged: nothing to release by it.
+        continue; // Forgotten by a DEL meanwhile.
+      }
+      if (fd === undefined) continue;
+      try {
+        let entry: Attached;
+        try {
+          entry = JSON.parse(readFileSync(fd, "utf8")) as Attached;
+        } catch {
+          continue; // Its ADD died while writing it: there is no attachment to speak of.
+        }
+        const attached = { network: entry.network, containerId: entry.containerId, ifName: entry.ifName };
+        if (attached.network !== network || !garbage(attached)) continue;
+        await release(attached);
+        this.forget(attached);
+      } finally {
+        closeSync(fd);
       }
     }
-    return found;
   }
 
   private path({ network, containerId, ifName }: Attached): string {

@@ -1,6 +1,7 @@
 /**
- * The file store's lock: flock(2) on a lock file, through the project's libc shim. Kept apart
- * from filestore.ts because it needs bun:ffi, which unit tests (Node) cannot load.
+ * whereabouts' locks: flock(2) on a file, through the project's libc shim (the file store's pool
+ * lock, the node's batch and pool locks, the GC ledger's entries). Kept apart from the modules
+ * that use them because it needs bun:ffi, which unit tests (Node) cannot load.
  *
  * Why flock and not proper-lockfile (measured by bench/locks.ts, numbers in the README): the
  * kernel queues waiters and wakes the next one at once, where proper-lockfile polls a lock
@@ -8,22 +9,37 @@
  * until it is "stale" (10 s by default), stalling every ADD on the node after a crash.
  */
 import { closeSync, openSync } from "node:fs";
-import { LOCK_EX, SyscallError, flock } from "../../shared/netlink/libc.ts";
+import { LOCK_EX, LOCK_NB, SyscallError, flock } from "../../shared/netlink/libc.ts";
 
 const EINTR = 4;
+const EWOULDBLOCK = 11;
 
 /**
  * Blocks until this process holds an exclusive lock on `path` (created 0600 if absent), and returns
  * the release. Closing the descriptor releases the lock, and the kernel closes it if we die.
  */
 export function flockFile(path: string): () => void {
-  const fd = openSync(path, "a", 0o600);
+  const fd = lockedFd(path, "a", true)!;
+  return () => closeSync(fd);
+}
+
+/**
+ * An open descriptor of `path` that holds an exclusive flock: `mode` opens it ("r" reads an
+ * existing file, "w"/"a" create it 0600); with `wait` false, undefined while another holds it.
+ * Closing the descriptor releases the lock.
+ */
+export function lockedFd(path: string, mode: "r" | "r+" | "a", wait: boolean): number | undefined {
+  const fd = openSync(path, mode, 0o600);
   try {
     for (;;) {
       try {
-        flock(fd, LOCK_EX);
-        break;
+        flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB);
+        return fd;
       } catch (err) {
+        if (!wait && err instanceof SyscallError && err.errno === EWOULDBLOCK) {
+          closeSync(fd);
+          return undefined;
+        }
         if (!(err instanceof SyscallError && err.errno === EINTR)) throw err;
       }
     }
@@ -31,5 +47,4 @@ export function flockFile(path: string): () => void {
     closeSync(fd);
     throw err;
   }
-  return () => closeSync(fd);
 }

@@ -13,11 +13,11 @@ import { type Logger, createLogger } from "../../shared/log.ts";
 import { type WhereaboutsConfig, loadConfig } from "./config.ts";
 import { FileNodeBatch } from "./batch.ts";
 import { openFileStore } from "./filestore.ts";
-import { ReleaseJournal } from "./journal.ts";
-import { AttachmentLedger } from "./ledger.ts";
+import { type PendingRelease, ReleaseJournal } from "./journal.ts";
+import { type Attached, AttachmentLedger } from "./ledger.ts";
 import { KubernetesStore, isUnavailable, openKubernetesStore } from "./kubestore.ts";
-import { flockFile } from "./lock.ts";
-import { type Context, allocate, check, collectGarbage, release, releaseOrphan, status } from "./operations.ts";
+import { flockFile, lockedFd } from "./lock.ts";
+import { type Context, type UnreleasedReservation, allocate, check, collectGarbage, release, releaseOrphan, status } from "./operations.ts";
 import type { WhereaboutsStore } from "./store.ts";
 
 const NAME = "whereabouts";
@@ -36,14 +36,16 @@ export const whereabouts: PluginVerbs = {
       // In the ledger before allocating, so that GC finds an ADD that dies midway; out again when
       // the ADD fails, which undoes what it allocated. (A failed re-ADD keeps the address it had
       // and loses its ledger entry: its DEL still releases it, GC no longer can.)
-      const ledger = new AttachmentLedger(store.ledgerDir);
+      const ledger = new AttachmentLedger(store.ledgerDir, lockedFd);
       const attached = { network: args.conf.name, containerId: args.containerId, ifName: args.ifName };
-      ledger.record(attached);
+      const done = ledger.record(attached);
       try {
         return await allocate(ctx, { containerId: args.containerId, ifName: args.ifName, podRef });
       } catch (err) {
         ledger.forget(attached);
         throw err;
+      } finally {
+        done();
       }
     });
   },
@@ -59,7 +61,7 @@ export const whereabouts: PluginVerbs = {
       try {
         await release(ctx, args.containerId, args.ifName);
         if (store.kind === "kubernetes") {
-          new AttachmentLedger(store.ledgerDir).forget({ network: args.conf.name, containerId: args.containerId, ifName: args.ifName });
+          new AttachmentLedger(store.ledgerDir, lockedFd).forget({ network: args.conf.name, containerId: args.containerId, ifName: args.ifName });
         }
       } catch (err) {
         if (store.kind !== "kubernetes") {
@@ -100,13 +102,11 @@ export const whereabouts: PluginVerbs = {
         await collectGarbage(ctx, valid);
         return;
       }
-      const ledger = new AttachmentLedger(store.ledgerDir);
-      for (const attached of ledger.attachments(args.conf.name)) {
-        if (valid.some((v) => v.containerID === attached.containerId && v.ifname === attached.ifName)) continue;
+      const garbage = (attached: Attached) => !valid.some((v) => v.containerID === attached.containerId && v.ifname === attached.ifName);
+      await new AttachmentLedger(store.ledgerDir, lockedFd).collect(args.conf.name, garbage, async (attached) => {
         const released = await release(ctx, attached.containerId, attached.ifName);
         ctx.log.info(`GC: container ${attached.containerId} ${attached.ifName} is no valid attachment; released ${released.join(", ") || "nothing"}`);
-        ledger.forget(attached);
-      }
+      });
     });
   },
 };
@@ -139,17 +139,7 @@ async function withContext<T>(args: CmdArgs, work: (ctx: Context) => Promise<T>)
     // timeout_ms bounds the API's answers, not this node's own queue: an ADD that waited its
     // turn gets the whole of it when it leads.
     ctx.batch = new FileNodeBatch(lockDir, flockFile, { onLead: () => store.client.extendDeadline(Date.now() + timeoutMs) });
-    ctx.unreleased = (reservation) => {
-      const path = journal.record(args.conf.name, {
-        config: args.conf.bytes,
-        cniArgs: args.args,
-        containerId: args.containerId,
-        ifName: args.ifName,
-        recordedAt: new Date().toISOString(),
-        reservation,
-      });
-      log.error(`reservation of ${reservation.address} in ${reservation.range} journalled in ${path} for later`);
-    };
+    ctx.unreleased = journalling(journal, args.conf.name, { config: args.conf.bytes, cniArgs: args.args, containerId: args.containerId, ifName: args.ifName }, log);
   }
   try {
     return await work(ctx);
@@ -180,14 +170,17 @@ async function replayJournal(journal: ReleaseJournal, log: Logger, deadline: num
   for (const entry of journal.pending()) {
     const { release: pending } = entry;
     try {
-      const config = loadConfig(parseNetConf(pending.config), pending.cniArgs);
+      const conf = parseNetConf(pending.config);
+      const config = loadConfig(conf, pending.cniArgs);
       const store = await openStore(config, deadline);
+      // A release that fails again is journalled again, not lost with this entry.
+      const ctx: Context = { store, config, log, unreleased: journalling(journal, conf.name, pending, log) };
       try {
         if (pending.reservation) {
-          const released = await releaseOrphan({ store, config, log }, pending.reservation);
+          const released = await releaseOrphan(ctx, pending.reservation);
           log.info(`replayed the journalled release of the reservation of ${pending.reservation.address} in ${pending.reservation.range}: ${released ? "released" : "kept, in use"}`);
         } else {
-          const released = await release({ store, config, log }, pending.containerId, pending.ifName);
+          const released = await release(ctx, pending.containerId, pending.ifName);
           log.info(`replayed the journalled DEL of container ${pending.containerId} ${pending.ifName}: released ${released.join(", ") || "nothing"}`);
         }
       } finally {
@@ -199,6 +192,20 @@ async function replayJournal(journal: ReleaseJournal, log: Logger, deadline: num
       if (isUnavailable(err)) return;
     }
   }
+}
+
+/** Records a reservation that could not be released now in the node's journal, for a later call to release. */
+function journalling(
+  journal: ReleaseJournal,
+  network: string,
+  origin: Pick<PendingRelease, "config" | "cniArgs" | "containerId" | "ifName">,
+  log: Logger,
+): (reservation: UnreleasedReservation) => void {
+  return (reservation) => {
+    const { config, cniArgs, containerId, ifName } = origin;
+    const path = journal.record(network, { config, cniArgs, containerId, ifName, recordedAt: new Date().toISOString(), reservation });
+    log.error(`reservation of ${reservation.address} in ${reservation.range} journalled in ${path} for later`);
+  };
 }
 
 function errorText(err: unknown): string {

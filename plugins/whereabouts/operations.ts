@@ -122,16 +122,25 @@ async function allocateInRange(ctx: Context, range: IpRange, who: Requester, att
   const pool = poolOf(range, ctx.config);
   const served = ctx.batch
     ? await ctx.batch.run(pool.name, rangeFingerprint(ctx.config, range), who, async (requesters) => {
+        // The leader's own entry is undone by allocate() when it fails; the others' here.
+        const attempts = requesters.map((_, n) => (n === 0 ? attempt : {}));
         try {
-          return (await serveRange(ctx, range, pool, requesters, attempt)).map(toServed);
+          return (await serveRange(ctx, range, pool, requesters, attempts)).map(toServed);
         } catch (err) {
           // The API is away: every requester would meet that in turn, each after its own
-          // timeout; all of them hear it now.
-          if (err instanceof CniError && err.code === ErrorCode.TryAgainLater) return requesters.map(() => ({ error: err.toJSON(LATEST) }));
-          throw err;
+          // timeout; all of them hear it now. The pool write may have landed without its
+          // answer reaching us: take back the entries it would have made for them.
+          if (!(err instanceof CniError && err.code === ErrorCode.TryAgainLater)) throw err;
+          await ctx.store.cleanup(async () => {
+            for (const [n, who] of requesters.entries()) {
+              const last = attempts[n]!.last;
+              if (n > 0 && last?.created) await rollBack(ctx, [last], who);
+            }
+          });
+          return requesters.map(() => ({ error: err.toJSON(LATEST) }));
         }
       })
-    : toServed((await serveRange(ctx, range, pool, [who], attempt))[0]!);
+    : toServed((await serveRange(ctx, range, pool, [who], [attempt]))[0]!);
   if ("error" in served) throw new CniError(served.error.code, served.error.msg, served.error.details);
   return { range, pool, address: BigInt(served.address), key: served.key, created: served.created };
 }
@@ -158,6 +167,8 @@ function rangeFingerprint(config: WhereaboutsConfig, range: IpRange): string {
     networkName: config.networkName,
     network: config.name,
     sleep: config.sleepForRaceSeconds,
+    // The same pool name in another namespace or cluster is another pool.
+    store: config.store,
   });
 }
 
@@ -166,17 +177,18 @@ type RangeOutcome = { taken: Taken } | { error: CniError };
 
 /**
  * One pool update that gives every requester an address, in order: each keeps the entry it
- * already has, or takes the lowest free address (see SPREAD_AFTER_TAKEN) that no requester before
- * it took and whose reservation it can claim. A requester the range has no room for gets code
+ * already has, or takes the lowest free address (while racing, one drawn as SPREAD_WIDTH says)
+ * that no requester before it took and whose reservation it can claim. A requester the range has no room for gets code
  * 102 and the others still get theirs; any other failure fails them all and takes back every
- * claim. `attempt.last` is the first requester's entry as last computed, for allocate()'s undo.
+ * claim. `attempts[n].last` is requester n's entry as last computed, for undoing a write that
+ * may have landed although it failed.
  */
 async function serveRange(
   ctx: Context,
   range: IpRange,
   pool: PoolId,
   requesters: readonly Requester[],
-  attempt: { last?: Taken },
+  attempts: { last?: Taken }[],
 ): Promise<RangeOutcome[]> {
   const { store, config } = ctx;
   // Reservations each requester's runs created. An optimistic store may rerun the pool update
@@ -232,7 +244,7 @@ async function serveRange(
         }
         given.push(address);
         const taken: Taken = { range, pool, address, key, created: own === undefined };
-        if (n === 0) attempt.last = taken;
+        attempts[n]!.last = taken;
         outcomes.push({ taken });
       }
       if (config.sleepForRaceSeconds > 0) await (ctx.sleep ?? sleep)(config.sleepForRaceSeconds * 1000);

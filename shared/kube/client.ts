@@ -36,6 +36,8 @@ export interface ObjectMeta {
   namespace?: string;
   resourceVersion?: string;
   uid?: string;
+  /** The API server's record of which client set which field (server-side apply's bookkeeping). */
+  managedFields?: unknown[];
 }
 
 export interface KubeClientOptions {
