@@ -380,6 +380,24 @@ describe("reservations that could not be released", () => {
     expect(store.reservations.size).toBe(0);
   });
 
+  test("a write that failed: its reservation is released by the undo, whether or not the entry was stored", async () => {
+    for (const landed of [false, true]) {
+      const store = new MemoryStore();
+      const update = store.updatePool.bind(store);
+      let calls = 0;
+      // The allocation's write fails (answer lost; stored or not), the undo's works.
+      store.updatePool = async (pool, change) => {
+        if (++calls > 1) return update(pool, change);
+        if (landed) await update(pool, change);
+        else await update(pool, async (current) => (await change(current), { value: undefined }));
+        throw new CniError(11, "the Kubernetes API is not available, try again later");
+      };
+      expect(await failure(allocate(contextOf(store, A), pod(1)))).toMatchObject({ code: 11 });
+      expect(store.allocations("10.0.0.0-24")).toEqual({});
+      expect(store.reservations.size).toBe(0);
+    }
+  });
+
   test("releaseOrphan keeps a reservation the pod's retry took back", async () => {
     const store = new MemoryStore();
     expect(await addresses(store, A, pod(1))).toEqual(["10.0.0.1/24"]);

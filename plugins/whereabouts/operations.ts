@@ -127,17 +127,18 @@ async function allocateInRange(ctx: Context, range: IpRange, who: Requester, att
         try {
           return (await serveRange(ctx, range, pool, requesters, attempts)).map(toServed);
         } catch (err) {
-          // The API is away: every requester would meet that in turn, each after its own
-          // timeout; all of them hear it now. The pool write may have landed without its
-          // answer reaching us: take back the entries it would have made for them.
-          if (!(err instanceof CniError && err.code === ErrorCode.TryAgainLater)) throw err;
+          // The pool write may have landed without its answer reaching us: take back the
+          // entries it would have made for the others, and their reservations.
           await ctx.store.cleanup(async () => {
             for (const [n, who] of requesters.entries()) {
               const last = attempts[n]!.last;
               if (n > 0 && last?.created) await rollBack(ctx, [last], who);
             }
           });
-          return requesters.map(() => ({ error: err.toJSON(LATEST) }));
+          // The API is away: every requester would meet that in turn, each after its own
+          // timeout; all of them hear it now. Otherwise each leads for itself.
+          if (err instanceof CniError && err.code === ErrorCode.TryAgainLater) return requesters.map(() => ({ error: err.toJSON(LATEST) }));
+          throw err;
         }
       })
     : toServed((await serveRange(ctx, range, pool, [who], [attempt]))[0]!);
@@ -178,10 +179,10 @@ type RangeOutcome = { taken: Taken } | { error: CniError };
 /**
  * One pool update that gives every requester an address, in order: each keeps the entry it
  * already has, or takes the lowest free address (while racing, one drawn as SPREAD_WIDTH says)
- * that no requester before it took and whose reservation it can claim. A requester the range has no room for gets code
- * 102 and the others still get theirs; any other failure fails them all and takes back every
- * claim. `attempts[n].last` is requester n's entry as last computed, for undoing a write that
- * may have landed although it failed.
+ * that no requester before it took and whose reservation it can claim. A requester the range
+ * has no room for gets code 102 and the others still get theirs; any other failure fails them
+ * all and takes back their claims, but for each requester's last entry (`attempts[n].last`),
+ * which a write that failed may still have stored: the caller rolls those back.
  */
 async function serveRange(
   ctx: Context,
@@ -259,9 +260,14 @@ async function serveRange(
     }
     return outcomes;
   } catch (err) {
+    // Each requester's last entry may be in the pool (a write whose answer was lost): its
+    // reservation is the rollback's to release with it (rollBack), the others are released here.
     await store.cleanup(async () => {
       for (const [n, who] of requesters.entries()) {
-        for (const address of claims[n]!.values()) await releaseQuietly(ctx, range, address, { podref: who.podRef, ifname: who.ifName });
+        const last = attempts[n]!.last;
+        for (const address of claims[n]!.values()) {
+          if (!(last?.created && last.address === address)) await releaseQuietly(ctx, range, address, { podref: who.podRef, ifname: who.ifName });
+        }
       }
     });
     throw err;
@@ -291,20 +297,30 @@ function reportUnreadable(ctx: Context, pool: PoolId, leases: readonly Lease[]):
   }
 }
 
-/** Removes the entries an ADD created, if they are still its own. Best effort: the ADD's error is what the runtime sees. */
+/**
+ * Removes the entries an ADD created, if they are still its own, and their reservations, also
+ * when the entry never made it into the pool (a write that failed): nothing else would release
+ * them. A reservation the pool gives to the same pod and interface through another entry (a
+ * newer sandbox's) stays. Best effort: the ADD's error is what the runtime sees.
+ */
 async function rollBack(ctx: Context, created: readonly Taken[], who: Requester): Promise<void> {
+  const holder: ReservationHolder = { podref: who.podRef, ifname: who.ifName };
   for (const t of created) {
     try {
-      const removed = await ctx.store.updatePool(t.pool, async (current) => {
+      const unused = await ctx.store.updatePool(t.pool, async (current) => {
         const entry = current.allocations.get(t.key);
-        if (!entry || entry.id !== who.containerId || entry.ifname !== who.ifName) return { value: false };
+        if (entry && (entry.id !== who.containerId || entry.ifname !== who.ifName)) return { value: !sameHolder(entry, holder) };
+        if (!entry) return { value: true };
         const next = new Map(current.allocations);
         next.delete(t.key);
         return { allocations: next, value: true };
       });
-      if (removed) await releaseQuietly(ctx, t.range, t.address, { podref: who.podRef, ifname: who.ifName });
+      if (unused) await releaseQuietly(ctx, t.range, t.address, holder);
     } catch (err) {
       ctx.log.error(`could not undo the allocation of ${addressInRange(t.range, t.address)} in ${t.pool.name}: ${errorText(err)}`);
+      // Whether the entry is stored or not, its reservation must not outlive both: releaseOrphan
+      // later keeps it while the pool gives the address to this pod, and frees it otherwise.
+      ctx.unreleased?.({ range: t.range.cidr, address: String(t.address), holder });
     }
   }
 }
