@@ -25,13 +25,29 @@ import {
   node,
   nsPath,
   routes,
+  sweepStale,
   type CniCall,
   type CniOutput,
 } from "./harness.ts";
+import { startCluster, type Cluster } from "./kube/cluster.ts";
+import { AdminApi, writeFlatFile } from "./kube/objects.ts";
 
 export const WHEREABOUTS = join(BIN, "whereabouts");
 /** Upstream v0.9.4's plugin, built by scripts/build-upstream.sh: the Kubernetes suites run it beside ours. */
 export const UPSTREAM_WHEREABOUTS = join(ROOT, ".cache/upstream/whereabouts-v0.9.4/whereabouts");
+
+/**
+ * What a Kubernetes suite runs against: both binaries present, a real API server, its admin
+ * client, and the flat file upstream refuses to run without (reference §3.1).
+ */
+export async function startSideBySide(): Promise<{ cluster: Cluster; api: AdminApi; flatFile: string }> {
+  sweepStale();
+  for (const binary of [WHEREABOUTS, UPSTREAM_WHEREABOUTS]) {
+    expect(existsSync(binary), `${binary} missing: run npm run build and scripts/build-upstream.sh`).toBe(true);
+  }
+  const cluster = await startCluster();
+  return { cluster, api: new AdminApi(cluster), flatFile: writeFlatFile(cluster) };
+}
 const MACVLAN = join(BIN, "macvlan");
 
 /** An IPPool's spec, as the file store writes it and the Kubernetes store's object holds it. */

@@ -12,10 +12,10 @@ import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
-import { KUBE_BIN, kubeconfigText, startCluster, type Cluster } from "./kube/cluster.ts";
-import { AdminApi, NAMESPACE, WHEREABOUTS_API, writeFlatFile, type IPPool, type Reservation } from "./kube/objects.ts";
-import { ROOT, cleanup, cni, cniAsync, pluginDir, removeDir, sweepStale, type CniOutput } from "./harness.ts";
-import { UPSTREAM_WHEREABOUTS, WHEREABOUTS, call, driver, ips, whereaboutsCases, type StoreUnderTest } from "./whereabouts-cases.ts";
+import { KUBE_BIN, kubeconfigText, type Cluster } from "./kube/cluster.ts";
+import { type AdminApi, NAMESPACE, WHEREABOUTS_API, type IPPool, type Reservation } from "./kube/objects.ts";
+import { ROOT, cleanup, cni, cniAsync, pluginDir, removeDir, type CniOutput } from "./harness.ts";
+import { UPSTREAM_WHEREABOUTS, WHEREABOUTS, call, driver, ips, startSideBySide, whereaboutsCases, type StoreUnderTest } from "./whereabouts-cases.ts";
 
 let cluster: Cluster;
 let api: AdminApi;
@@ -58,14 +58,8 @@ const kubeStore: StoreUnderTest = {
 const { conf, add } = driver(kubeStore);
 
 beforeAll(async () => {
-  sweepStale();
-  for (const binary of [WHEREABOUTS, UPSTREAM_WHEREABOUTS]) {
-    expect(existsSync(binary), `${binary} missing: run npm run build and scripts/build-upstream.sh`).toBe(true);
-  }
-  cluster = await startCluster();
-  api = new AdminApi(cluster);
+  ({ cluster, api, flatFile } = await startSideBySide());
   chainDir = pluginDir({ whereabouts: `#!/bin/sh\nexec nsenter --net=/proc/${process.pid}/ns/net ${WHEREABOUTS}\n` });
-  flatFile = writeFlatFile(cluster);
 });
 beforeEach(async () => {
   await api.clear();

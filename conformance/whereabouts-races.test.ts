@@ -16,13 +16,13 @@
  * the API server and etcd, and 500 simultaneous processes would measure its CPU queue.
  */
 import { afterAll, beforeAll, beforeEach, expect, test } from "vitest";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startCluster, type Cluster } from "./kube/cluster.ts";
-import { AdminApi, racingNodeConfig, writeFlatFile } from "./kube/objects.ts";
-import { ROOT, cleanup, cniAsync, sweepStale, type CniOutput } from "./harness.ts";
-import { UPSTREAM_WHEREABOUTS, WHEREABOUTS, call } from "./whereabouts-cases.ts";
+import type { Cluster } from "./kube/cluster.ts";
+import { type AdminApi, racingNodeConfig } from "./kube/objects.ts";
+import { ROOT, cleanup, cniAsync, type CniOutput } from "./harness.ts";
+import { UPSTREAM_WHEREABOUTS, WHEREABOUTS, call, startSideBySide } from "./whereabouts-cases.ts";
 
 const NODES = 10;
 const PODS = 500;
@@ -45,14 +45,7 @@ let nodes: string[];
 let flatFile: string;
 
 beforeAll(async () => {
-  sweepStale();
-  for (const binary of [WHEREABOUTS, UPSTREAM_WHEREABOUTS]) {
-    expect(existsSync(binary), `${binary} missing: run npm run build and scripts/build-upstream.sh`).toBe(true);
-  }
-  cluster = await startCluster();
-  api = new AdminApi(cluster);
-  // Upstream refuses to run without a flat file (reference §3.1).
-  flatFile = writeFlatFile(cluster);
+  ({ cluster, api, flatFile } = await startSideBySide());
 });
 beforeEach(async () => {
   await api.clear();
