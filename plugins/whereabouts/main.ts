@@ -130,12 +130,12 @@ async function withContext<T>(args: CmdArgs, work: (ctx: Context) => Promise<T>)
   }
   // One deadline for every API call of this invocation, journal replay included.
   const deadline = config.store.kind === "kubernetes" ? Date.now() + config.store.timeoutMs : Infinity;
-  if (config.store.kind === "kubernetes") await replayJournal(new ReleaseJournal(config.store.journalDir), log, deadline);
+  const journal = config.store.kind === "kubernetes" ? new ReleaseJournal(config.store.journalDir) : undefined;
+  if (journal) await replayJournal(journal, log, deadline);
   const store = await openStore(config, deadline);
   const ctx: Context = { store, config, log };
-  if (config.store.kind === "kubernetes" && store instanceof KubernetesStore) {
-    const { journalDir, lockDir, timeoutMs } = config.store;
-    const journal = new ReleaseJournal(journalDir);
+  if (journal && config.store.kind === "kubernetes" && store instanceof KubernetesStore) {
+    const { lockDir, timeoutMs } = config.store;
     // timeout_ms bounds the API's answers, not this node's own queue: an ADD that waited its
     // turn gets the whole of it when it leads.
     ctx.batch = new FileNodeBatch(lockDir, flockFile, { onLead: () => store.client.extendDeadline(Date.now() + timeoutMs) });

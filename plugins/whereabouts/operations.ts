@@ -208,7 +208,7 @@ async function serveRange(
       let changed = false;
       const outcomes: RangeOutcome[] = [];
       for (const [n, who] of requesters.entries()) {
-        const holder: ReservationHolder = { podref: who.podRef, ifname: who.ifName };
+        const holder = reservationHolder(who);
         let own = findPodLease(leases, who.podRef, who.ifName);
         const stale: Lease[] = [];
         let address: bigint | undefined;
@@ -255,7 +255,7 @@ async function serveRange(
       const outcome = outcomes[n]!;
       const kept = "taken" in outcome ? reservationOf(range, outcome.taken.address, config) : undefined;
       for (const [name, address] of claims[n]!) {
-        if (name !== kept) await releaseQuietly(ctx, range, address, { podref: who.podRef, ifname: who.ifName });
+        if (name !== kept) await releaseQuietly(ctx, range, address, reservationHolder(who));
       }
     }
     return outcomes;
@@ -266,7 +266,7 @@ async function serveRange(
       for (const [n, who] of requesters.entries()) {
         const last = attempts[n]!.last;
         for (const address of claims[n]!.values()) {
-          if (!(last?.created && last.address === address)) await releaseQuietly(ctx, range, address, { podref: who.podRef, ifname: who.ifName });
+          if (!(last?.created && last.address === address)) await releaseQuietly(ctx, range, address, reservationHolder(who));
         }
       }
     });
@@ -279,6 +279,11 @@ function chooseFree(ctx: Context, range: IpRange, taken: bigint[], racing: boole
   if (!racing) return lowestFree(range, taken);
   const free = lowestFreeAddresses(range, taken, SPREAD_WIDTH);
   return free[Math.floor((ctx.random ?? Math.random)() * free.length)];
+}
+
+/** The reservation holder a requester is: its pod and interface. */
+function reservationHolder(who: Requester): ReservationHolder {
+  return { podref: who.podRef, ifname: who.ifName };
 }
 
 function addressesOf(leases: readonly Lease[]): bigint[] {
@@ -304,7 +309,7 @@ function reportUnreadable(ctx: Context, pool: PoolId, leases: readonly Lease[]):
  * newer sandbox's) stays. Best effort: the ADD's error is what the runtime sees.
  */
 async function rollBack(ctx: Context, created: readonly Taken[], who: Requester): Promise<void> {
-  const holder: ReservationHolder = { podref: who.podRef, ifname: who.ifName };
+  const holder = reservationHolder(who);
   for (const t of created) {
     try {
       const unused = await ctx.store.updatePool(t.pool, async (current) => {
