@@ -256,6 +256,16 @@ describe("racing for the lowest addresses", () => {
     }
   });
 
+  test("each further reserved address while racing doubles the window the draw is taken from", async () => {
+    const store = new VersionedStore(true);
+    // .1 starts the race; the draw at 0.99 of 256 (10.0.0.255) is reserved too; the next draw
+    // is at 0.99 of 512 free addresses from .2 on, .255 left out: offset 509.
+    store.reservations.set("10.0.0.1", { podref: "default/racer-1", ifname: "net1" });
+    store.reservations.set("10.0.0.255", { podref: "default/racer-2", ifname: "net1" });
+    const ctx = { ...contextOf(store, { range: "10.0.0.0/20" }), random: () => 0.99 };
+    expect((await allocate(ctx, pod(1))).ips?.map((ip) => ip.address)).toEqual(["10.0.1.253/20"]);
+  });
+
   test("the draw never lands on a reserved address, and finds the last free one", async () => {
     const store = new VersionedStore(true);
     reserveForOthers(store, ...Array.from({ length: 253 }, (_, i) => i + 1));

@@ -43,9 +43,13 @@ export interface UnreleasedReservation {
  * an overlapping range's pod or a dead ADD's reservation, and the next address is the answer, as
  * upstream gives it; found while other writers are changing the pool (its version moved since
  * we read it), it means a race, and from then on each candidate is drawn at random from the
- * next SPREAD_WIDTH free addresses.
+ * lowest free addresses: SPREAD_WIDTH of them, twice as many after each further reserved one
+ * (many racers fill a narrow window with their reservations faster than they move past it; as
+ * Ethernet's backoff does in time, the window widens until they stop meeting).
  */
 const SPREAD_WIDTH = 256;
+/** The widest window: bounds the work of a draw in a sparse IPv6 range. */
+const MAX_SPREAD = 16 * SPREAD_WIDTH;
 
 /** Who an ADD allocates for. */
 export interface Requester {
@@ -204,7 +208,8 @@ async function serveRange(
       const given = [...addressesOf(leases), ...gateway];
       // Reservations found held by others, shared by the batch: one walk, not one per requester.
       const reserved = new Map<bigint, ReservationHolder>();
-      let racing = false;
+      /** While racing: how many of the lowest free addresses a candidate is drawn from. */
+      let spread: number | undefined;
       let changed = false;
       const outcomes: RangeOutcome[] = [];
       for (const [n, who] of requesters.entries()) {
@@ -214,16 +219,15 @@ async function serveRange(
         let address: bigint | undefined;
         for (;;) {
           const othersReserved = [...reserved].filter(([, by]) => !sameHolder(by, holder)).map(([reservedAddress]) => reservedAddress);
-          address = own?.address ?? chooseFree(ctx, range, [...given, ...othersReserved], racing);
+          address = own?.address ?? chooseFree(ctx, range, [...given, ...othersReserved], spread);
           if (address === undefined || !config.overlappingRanges) break;
           const name = reservationOf(range, address, config);
           const outcome = await store.claimReservation(name, holder);
           if (outcome === "claimed") claims[n]!.set(name, address);
           if (typeof outcome === "string") break;
           reserved.set(address, outcome.takenBy);
-          if (!racing && current.version !== undefined) {
-            racing = await store.poolMoving(pool, current.version);
-          }
+          if (spread !== undefined) spread = Math.min(2 * spread, MAX_SPREAD);
+          else if (current.version !== undefined && (await store.poolMoving(pool, current.version))) spread = SPREAD_WIDTH;
           if (own) {
             // Our entry's address is reserved for another pod through an overlapping range:
             // the two can't both keep it, and the reservation is the cluster-wide truth.
@@ -274,10 +278,10 @@ async function serveRange(
   }
 }
 
-/** The lowest free address; while racing, one of the lowest SPREAD_WIDTH at random. */
-function chooseFree(ctx: Context, range: IpRange, taken: bigint[], racing: boolean): bigint | undefined {
-  if (!racing) return lowestFree(range, taken);
-  const free = lowestFreeAddresses(range, taken, SPREAD_WIDTH);
+/** The lowest free address; while racing, one of the lowest `spread` at random. */
+function chooseFree(ctx: Context, range: IpRange, taken: bigint[], spread: number | undefined): bigint | undefined {
+  if (spread === undefined) return lowestFree(range, taken);
+  const free = lowestFreeAddresses(range, taken, spread);
   return free[Math.floor((ctx.random ?? Math.random)() * free.length)];
 }
 
