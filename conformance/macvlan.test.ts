@@ -3,8 +3,9 @@
  * namespace whose master is a veth, and reads the pod's state back with `ip -j`.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
-import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   BIN,
@@ -369,6 +370,23 @@ describe("macvlan STATUS, GC, VERSION", () => {
     const out = cni(MACVLAN, { command: "VERSION" }, {});
     expect(out.code).toBe(0);
     expect(out.json).toEqual({ cniVersion: "1.1.0", supportedVersions: ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] });
+  });
+
+  test("the working directory's .env and bunfig.toml change nothing (Bun would load them; the build turns that off)", () => {
+    const cwd = mkdtempSync(join(tmpdir(), "cnit-cwd-"));
+    try {
+      writeFileSync(join(cwd, ".env"), "CNI_COMMAND=VERSION\n");
+      writeFileSync(join(cwd, "bunfig.toml"), 'preload = ["./preload.js"]\n');
+      writeFileSync(join(cwd, "preload.js"), 'require("fs").writeFileSync(require("path").join(__dirname, "ran"), "");\n');
+      // No CNI_COMMAND: the plugin prints its about text, unless .env supplied one.
+      const run = spawnSync(MACVLAN, [], { cwd, env: { PATH: process.env.PATH ?? "" }, encoding: "utf8" });
+      expect(run.status, run.stderr).toBe(0);
+      expect(run.stdout).toBe("");
+      expect(run.stderr).toMatch(/^CNI macvlan plugin/);
+      expect(existsSync(join(cwd, "ran"))).toBe(false);
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
   });
 
   test("STATUS is 50 when the master is missing and 0 when it is there", () => {
