@@ -190,6 +190,41 @@ describe("objects on the API server", () => {
   });
 });
 
+describe("the connection to the API server (TLS, as the kubeconfig says)", () => {
+  /** Beside the node's folder, whose contents the cases check. */
+  const changedKubeconfig = () => `${dir}.kubeconfig`;
+  afterEach(() => rmSync(changedKubeconfig(), { force: true }));
+
+  /** The cluster's kubeconfig with its cluster entry changed: server, certificate-authority, insecure-skip-tls-verify. */
+  function kubeconfigWith(cluster_: Record<string, unknown>): string {
+    const kubeconfig = JSON.parse(readFileSync(cluster.kubeconfig, "utf8")) as { clusters: { cluster: Record<string, unknown> }[] };
+    kubeconfig.clusters[0]!.cluster = cluster_;
+    const path = changedKubeconfig();
+    writeFileSync(path, JSON.stringify(kubeconfig), { mode: 0o600 });
+    return path;
+  }
+
+  test("a server certificate no CA of the kubeconfig signed is refused: code 11, the certificate named, nothing written", async () => {
+    // Real roots (Debian's bundle), none of which signed the test cluster's certificate.
+    const kubeconfig = kubeconfigWith({ server: cluster.server, "certificate-authority": "/etc/ssl/certs/ca-certificates.crt" });
+    const out = add(1, conf({ kubernetes: { kubeconfig, timeout_ms: 3000 } }));
+    expect(out.json, out.stderr).toMatchObject({ code: 11, msg: expect.stringMatching(/certificate/) });
+    expect(await kubeStore.stored()).toEqual([]);
+  });
+
+  test("the server's name is checked: its certificate does not name localhost, so https://localhost is refused", async () => {
+    const kubeconfig = kubeconfigWith({ server: cluster.server.replace("127.0.0.1", "localhost"), "certificate-authority": cluster.caFile });
+    const out = add(1, conf({ kubernetes: { kubeconfig, timeout_ms: 3000 } }));
+    expect(out.json, out.stderr).toMatchObject({ code: 11, msg: expect.stringMatching(/certificate/) });
+    expect(await kubeStore.stored()).toEqual([]);
+  });
+
+  test("insecure-skip-tls-verify: no CA, no check, and the ADD goes through", () => {
+    const kubeconfig = kubeconfigWith({ server: cluster.server, "insecure-skip-tls-verify": true });
+    expect(ips(add(1, conf({ kubernetes: { kubeconfig } })))).toEqual(["10.40.0.1/24"]);
+  });
+});
+
 describe("GC on a cluster-wide store", () => {
   test("GC releases this node's garbage, never what another node allocated", async () => {
     // A runtime's valid-attachments list names its own node's attachments only: the other

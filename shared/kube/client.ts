@@ -1,12 +1,14 @@
 /**
- * A thin typed Kubernetes API client over fetch: the handful of calls a CNI plugin makes, each
- * bounded by a deadline. Chosen over @kubernetes/client-node by measurement (README, "Kubernetes
- * client"): that library adds ~18 ms to every plugin start, this one nothing measurable.
+ * A thin typed Kubernetes API client: the handful of calls a CNI plugin makes, each bounded by a
+ * deadline, over one kept-open connection (transport.ts). Chosen over @kubernetes/client-node by
+ * measurement (README, "Kubernetes client"): that library adds ~18 ms to every plugin start.
  *
  * Failures are typed: `KubeUnavailableError` when the API cannot be reached or answers too
  * slowly (the plugin answers "try again later"), `KubeApiError` for an answer with an error status.
  */
 import { type Connection, currentToken } from "./config.ts";
+import type { Http1Response } from "./http1.ts";
+import { Http1Transport, TransportError } from "./transport.ts";
 
 export class KubeUnavailableError extends Error {
   constructor(message: string) {
@@ -49,13 +51,26 @@ export class KubeClient {
   /** Requests sent so far: the benchmark reports API requests per ADD. */
   requests = 0;
   private readonly headers: Record<string, string>;
+  private readonly transport: Http1Transport;
 
   constructor(
     private readonly connection: Connection,
     private options: KubeClientOptions,
   ) {
     const token = currentToken(connection);
-    this.headers = { Accept: "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) };
+    this.headers = { Accept: "application/json", "User-Agent": "cni-plugins", ...(token ? { Authorization: `Bearer ${token}` } : {}) };
+    this.transport = new Http1Transport({
+      server: connection.server,
+      ...(connection.ca !== undefined ? { ca: connection.ca } : {}),
+      ...(connection.clientCert !== undefined ? { cert: connection.clientCert } : {}),
+      ...(connection.clientKey !== undefined ? { key: connection.clientKey } : {}),
+      rejectUnauthorized: !connection.insecureSkipTlsVerify,
+    });
+  }
+
+  /** Closes the connection to the API server (a later request opens a new one). */
+  close(): void {
+    this.transport.close();
   }
 
   get namespace(): string {
@@ -91,45 +106,35 @@ export class KubeClient {
     const body = resourceVersion ? JSON.stringify({ preconditions: { resourceVersion } }) : undefined;
     const response = await this.send("DELETE", path, body, body ? "application/json" : undefined);
     if (response.status === 404) return false;
-    await this.decode("DELETE", path, response);
+    this.decode("DELETE", path, response);
     return true;
   }
 
-  private async send(method: string, path: string, body?: string, contentType?: string, accept?: string): Promise<Response> {
+  private async send(method: string, path: string, body?: string, contentType?: string, accept?: string): Promise<Http1Response> {
     const remaining = this.options.deadline - Date.now();
     if (remaining <= 0) throw new KubeUnavailableError(`no time left for ${method} ${path}`);
     this.requests++;
     try {
-      return await fetch(`${this.connection.server}${path}`, {
+      return await this.transport.request({
         method,
+        path,
         headers: {
           ...this.headers,
           ...(contentType ? { "Content-Type": contentType } : {}),
           ...(accept ? { Accept: accept } : {}),
         },
         ...(body !== undefined ? { body } : {}),
-        signal: AbortSignal.timeout(remaining),
-        tls: {
-          ...(this.connection.ca ? { ca: this.connection.ca } : {}),
-          ...(this.connection.clientCert ? { cert: this.connection.clientCert } : {}),
-          ...(this.connection.clientKey ? { key: this.connection.clientKey } : {}),
-          rejectUnauthorized: !this.connection.insecureSkipTlsVerify,
-        },
+        timeoutMs: remaining,
       });
     } catch (err) {
-      const reason = err instanceof Error && err.name === "TimeoutError" ? "timed out" : err instanceof Error ? err.message : String(err);
+      const reason = err instanceof TransportError ? err.message : err instanceof Error ? err.message : String(err);
       throw new KubeUnavailableError(`${method} ${this.connection.server}${path}: ${reason}`);
     }
   }
 
-  private async decode<T>(method: string, path: string, response: Response): Promise<T> {
-    let text: string;
-    try {
-      text = await response.text();
-    } catch (err) {
-      throw new KubeUnavailableError(`${method} ${path}: reading the answer: ${err instanceof Error ? err.message : String(err)}`);
-    }
-    if (response.ok) return (text ? JSON.parse(text) : undefined) as T;
+  private decode<T>(method: string, path: string, response: Http1Response): T {
+    const text = response.body;
+    if (response.status >= 200 && response.status < 300) return (text ? JSON.parse(text) : undefined) as T;
     // Overload and unavailability are worth retrying later; everything else is a real answer.
     if (response.status === 429 || response.status >= 500) {
       throw new KubeUnavailableError(`${method} ${path}: HTTP ${response.status}`);

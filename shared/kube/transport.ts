@@ -1,0 +1,243 @@
+/**
+ * The Kubernetes client's connection: HTTP/1.1 (http1.ts) over one TLS socket of Bun's
+ * (`Bun.connect`), kept open for the plugin's few requests, which go one at a time.
+ *
+ * Why not fetch: a plugin process makes one connection, and fetch's first request costs ~9 ms of
+ * CPU (its HTTP client thread and TLS setup; perf stat, README "Kubernetes client"); a socket of
+ * Bun's with the same certificate checks costs ~3.5 ms, and every ADD and DEL pays it.
+ * Bun.connect verifies the server's chain against `ca` and its name (or IP) against the URL's
+ * host, as fetch does (the conformance suite runs every request through here).
+ */
+import type { Socket } from "bun";
+import { Http1Error, type Http1Response, Http1ResponseParser, encodeRequest } from "./http1.ts";
+
+export interface TransportOptions {
+  /** "https://host:port" or "http://host:port", optionally with a path prefix (an API proxy's). */
+  server: string;
+  /** PEM roots; undefined: the system's. */
+  ca?: string;
+  cert?: string;
+  key?: string;
+  rejectUnauthorized: boolean;
+}
+
+export interface TransportRequest {
+  method: string;
+  /** Below the server URL: "/apis/...". */
+  path: string;
+  headers: Record<string, string>;
+  body?: string;
+  /** Milliseconds to wait for the whole answer. */
+  timeoutMs: number;
+}
+
+/** The server could not be reached or stopped answering: no answer to act on. */
+export class TransportError extends Error {
+  constructor(
+    message: string,
+    readonly timedOut = false,
+  ) {
+    super(message);
+    this.name = "TransportError";
+  }
+}
+
+interface Waiter {
+  resolve(response: Http1Response): void;
+  reject(error: Error): void;
+}
+
+export class Http1Transport {
+  private readonly url: URL;
+  private readonly basePath: string;
+  private socket: Socket | undefined;
+  private connecting: Promise<Socket> | undefined;
+  /** A connection still in its TLS handshake: ended with the others when a request gives up. */
+  private opening: Socket | undefined;
+  private parser = new Http1ResponseParser();
+  private waiter: Waiter | undefined;
+  /** Bytes the socket did not take yet; written on drain. */
+  private unsent: Uint8Array | undefined;
+  /** Requests go one at a time: each waits for the one before it. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly options: TransportOptions) {
+    this.url = new URL(options.server);
+    if (this.url.protocol !== "https:" && this.url.protocol !== "http:") {
+      throw new TransportError(`server ${options.server}: only https:// and http:// are supported`);
+    }
+    this.basePath = this.url.pathname.replace(/\/+$/, "");
+  }
+
+  request(request: TransportRequest): Promise<Http1Response> {
+    const run = this.queue.then(() => this.send(request));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Closes the connection; a later request opens a new one. */
+  close(): void {
+    this.drop(new TransportError("connection closed by the client"));
+  }
+
+  private async send(request: TransportRequest): Promise<Http1Response> {
+    const deadline = Date.now() + request.timeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const error = new TransportError("timed out", true);
+        this.drop(error);
+        reject(error);
+      }, Math.max(0, deadline - Date.now()));
+    });
+    try {
+      const socket = await Promise.race([this.connected(), timedOut]);
+      const answered = new Promise<Http1Response>((resolve, reject) => {
+        this.waiter = { resolve, reject };
+      });
+      this.write(
+        socket,
+        encodeRequest({
+          method: request.method,
+          target: `${this.basePath}${request.path}`,
+          host: this.url.host,
+          headers: request.headers,
+          ...(request.body !== undefined ? { body: request.body } : {}),
+        }),
+      );
+      const response = await Promise.race([answered, timedOut]);
+      if (!response.keepAlive) this.drop(new TransportError("the server closed the connection"));
+      return response;
+    } finally {
+      clearTimeout(timer);
+      this.waiter = undefined;
+    }
+  }
+
+  private connected(): Promise<Socket> {
+    if (this.socket) return Promise.resolve(this.socket);
+    this.connecting ??= this.open().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  /** A new connection; for TLS, resolved once the handshake verified the server. */
+  private open(): Promise<Socket> {
+    const tls = this.url.protocol === "https:";
+    const hostname = this.url.hostname.replace(/^\[(.*)\]$/, "$1");
+    const port = Number(this.url.port || (tls ? 443 : 80));
+    return new Promise<Socket>((resolve, reject) => {
+      let settled = false;
+      const ready = (socket: Socket) => {
+        settled = true;
+        this.opening = undefined;
+        // An idle connection must not keep the plugin's process alive: a request in flight
+        // does, through its timer.
+        socket.unref();
+        this.socket = socket;
+        this.parser = new Http1ResponseParser();
+        resolve(socket);
+      };
+      const fail = (error: Error) => {
+        if (!settled) {
+          settled = true;
+          reject(error);
+        }
+      };
+      Bun.connect({
+        hostname,
+        port,
+        ...(tls
+          ? {
+              tls: {
+                ...(this.options.ca !== undefined ? { ca: this.options.ca } : {}),
+                ...(this.options.cert !== undefined ? { cert: this.options.cert } : {}),
+                ...(this.options.key !== undefined ? { key: this.options.key } : {}),
+                rejectUnauthorized: this.options.rejectUnauthorized,
+              },
+            }
+          : {}),
+        socket: {
+          open: (socket) => {
+            if (tls) this.opening = socket;
+            else ready(socket);
+          },
+          handshake: (socket, success, authorizationError) => {
+            if (success || !this.options.rejectUnauthorized) ready(socket);
+            else {
+              fail(new TransportError(`TLS: the server's certificate is not trusted: ${authorizationError?.message ?? "verification failed"}`));
+              socket.terminate();
+            }
+          },
+          data: (_socket, bytes) => this.received(bytes),
+          drain: (socket) => {
+            const pending = this.unsent;
+            this.unsent = undefined;
+            if (pending) this.write(socket, pending);
+          },
+          end: (socket) => {
+            socket.end();
+          },
+          close: (socket, error) => {
+            if (this.socket !== socket && settled) return;
+            fail(new TransportError(`connection closed before it was ready${error ? `: ${error.message}` : ""}`));
+            this.closed(socket);
+          },
+          error: (_socket, error) => fail(new TransportError(error.message)),
+          connectError: (_socket, error) => fail(new TransportError(error.message)),
+        },
+      }).catch((error: unknown) => fail(new TransportError(error instanceof Error ? error.message : String(error))));
+    });
+  }
+
+  private write(socket: Socket, bytes: Uint8Array): void {
+    const written = socket.write(bytes);
+    if (written < 0) this.drop(new TransportError("the connection closed while sending"));
+    else if (written < bytes.length) this.unsent = bytes.subarray(written);
+  }
+
+  private received(bytes: Uint8Array): void {
+    try {
+      for (const response of this.parser.push(bytes)) this.answer(response);
+    } catch (err) {
+      this.drop(err instanceof Http1Error ? new TransportError(`bad answer from the server: ${err.message}`) : (err as Error));
+    }
+  }
+
+  private answer(response: Http1Response): void {
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    if (waiter) waiter.resolve(response);
+    else this.drop(new TransportError("the server answered a request not asked"));
+  }
+
+  /** The peer closed: an answer framed by the close completes, a cut one fails its request. */
+  private closed(socket: Socket): void {
+    if (this.socket !== socket) return;
+    this.socket = undefined;
+    this.unsent = undefined;
+    try {
+      const last = this.parser.end();
+      if (last) return this.answer(last);
+    } catch (err) {
+      return this.fail(new TransportError(`the server closed the connection mid-answer: ${(err as Error).message}`));
+    }
+    this.fail(new TransportError("the server closed the connection without answering"));
+  }
+
+  private drop(error: Error): void {
+    const sockets = [this.socket, this.opening];
+    this.socket = undefined;
+    this.opening = undefined;
+    this.unsent = undefined;
+    for (const socket of sockets) socket?.terminate();
+    this.fail(error);
+  }
+
+  private fail(error: Error): void {
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.reject(error);
+  }
+}
