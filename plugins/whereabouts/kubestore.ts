@@ -179,7 +179,7 @@ export class KubernetesStore implements WhereaboutsStore {
   }
 
   async close(): Promise<void> {
-    // Nothing held open: each request is its own fetch.
+    this.client.close();
   }
 
   private poolPath(name: string): string {
