@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { KUBE_BIN, kubeconfigText, type Cluster } from "./kube/cluster.ts";
 import { type AdminApi, NAMESPACE, WHEREABOUTS_API, type IPPool, type Reservation } from "./kube/objects.ts";
-import { ROOT, cleanup, cni, cniAsync, pluginDir, removeDir, type CniOutput } from "./harness.ts";
+import { ROOT, cleanup, cni, cniAsync, ip, netns, pluginDir, removeDir, type CniOutput } from "./harness.ts";
 import { UPSTREAM_WHEREABOUTS, WHEREABOUTS, call, driver, ips, startSideBySide, whereaboutsCases, type StoreUnderTest } from "./whereabouts-cases.ts";
 
 let cluster: Cluster;
@@ -445,6 +445,26 @@ describe("the API server failing", () => {
       for (const socket of sockets) socket.destroy();
       await new Promise((resolve) => silent.close(resolve));
     }
+  });
+
+  test("ADD against an API server address that drops every packet exits with code 11 after timeout_ms", () => {
+    // The plugin's namespace reaches 10.99.0.2 through a veth whose other end, in a namespace
+    // of its own, has no such address and drops every SYN (a static neighbour entry: no ARP to
+    // fail fast). The connection never opens, and the plugin must not linger in its attempt.
+    const ns = netns("blackhole");
+    const peer = netns("hole");
+    ip(ns, "link", "add", "hole0", "type", "veth", "peer", "name", "hole1", "netns", peer);
+    ip(ns, "addr", "add", "10.99.0.1/24", "dev", "hole0");
+    ip(ns, "link", "set", "hole0", "up");
+    ip(peer, "link", "set", "hole1", "up");
+    ip(ns, "neigh", "add", "10.99.0.2", "lladdr", "02:00:00:00:99:02", "dev", "hole0", "nud", "permanent");
+    const kubeconfig = join(dir, "blackhole.kubeconfig");
+    writeFileSync(kubeconfig, kubeconfigText({ server: "https://10.99.0.2:6443", caFile: cluster.caFile, token: "t", namespace: NAMESPACE, user: "u" }));
+    const started = performance.now();
+    const out = cni(WHEREABOUTS, call("ADD", 1), conf({ kubernetes: { kubeconfig, timeout_ms: 500 } }), ns);
+    const elapsed = performance.now() - started;
+    expect(out.json, out.stderr).toMatchObject({ code: 11, msg: expect.stringMatching(/timed out/) });
+    expect(elapsed).toBeLessThan(500 + 1000);
   });
 
   test("DEL with the API server down succeeds and journals the release (0600); the next call replays it", async () => {

@@ -18,9 +18,9 @@ if (!load) {
   process.stderr.write(`this executable is a CNI plugin; invoke it as one of: ${known}\n`);
   process.exit(1);
 }
-// Bytecode builds are CommonJS, which has no top-level await.
+// Bytecode builds are CommonJS, which has no top-level await. The answer is written (synchronously)
+// when runPlugin returns: exit then, so that nothing left pending (a connection attempt to an
+// API server that drops packets) holds the runtime waiting for this process.
 void load()
   .then(runPlugin)
-  .then((code) => {
-    process.exitCode = code;
-  });
+  .then((code) => process.exit(code));

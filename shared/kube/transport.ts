@@ -70,7 +70,9 @@ export class Http1Transport {
   }
 
   request(request: TransportRequest): Promise<Http1Response> {
-    const run = this.queue.then(() => this.send(request));
+    // The deadline counts from the call, not from when the requests before it are done.
+    const deadline = Date.now() + request.timeoutMs;
+    const run = this.queue.then(() => this.send(request, deadline));
     this.queue = run.catch(() => undefined);
     return run;
   }
@@ -80,8 +82,19 @@ export class Http1Transport {
     this.drop(new TransportError("connection closed by the client"));
   }
 
-  private async send(request: TransportRequest): Promise<Http1Response> {
-    const deadline = Date.now() + request.timeoutMs;
+  private async send(request: TransportRequest, deadline: number): Promise<Http1Response> {
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeRequest({
+        method: request.method,
+        target: `${this.basePath}${request.path}`,
+        host: this.url.host,
+        headers: request.headers,
+        ...(request.body !== undefined ? { body: request.body } : {}),
+      });
+    } catch (err) {
+      throw new TransportError(`the request cannot be sent: ${(err as Error).message}`);
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -95,16 +108,7 @@ export class Http1Transport {
       const answered = new Promise<Http1Response>((resolve, reject) => {
         this.waiter = { resolve, reject };
       });
-      this.write(
-        socket,
-        encodeRequest({
-          method: request.method,
-          target: `${this.basePath}${request.path}`,
-          host: this.url.host,
-          headers: request.headers,
-          ...(request.body !== undefined ? { body: request.body } : {}),
-        }),
-      );
+      this.write(socket, bytes);
       const response = await Promise.race([answered, timedOut]);
       if (!response.keepAlive) this.drop(new TransportError("the server closed the connection"));
       return response;
@@ -139,55 +143,58 @@ export class Http1Transport {
         this.parser = new Http1ResponseParser();
         resolve(socket);
       };
-      const fail = (error: Error) => {
-        if (!settled) {
-          settled = true;
-          reject(error);
-        }
+      const fail = (error: unknown) => {
+        if (settled) return;
+        settled = true;
+        reject(error instanceof TransportError ? error : new TransportError(error instanceof Error ? error.message : String(error)));
       };
-      Bun.connect({
-        hostname,
-        port,
-        ...(tls
-          ? {
-              tls: {
-                ...(this.options.ca !== undefined ? { ca: this.options.ca } : {}),
-                ...(this.options.cert !== undefined ? { cert: this.options.cert } : {}),
-                ...(this.options.key !== undefined ? { key: this.options.key } : {}),
-                rejectUnauthorized: this.options.rejectUnauthorized,
-              },
-            }
-          : {}),
-        socket: {
-          open: (socket) => {
-            if (tls) this.opening = socket;
-            else ready(socket);
-          },
-          handshake: (socket, success, authorizationError) => {
-            if (success || !this.options.rejectUnauthorized) ready(socket);
-            else {
+      try {
+        Bun.connect({
+          hostname,
+          port,
+          ...(tls
+            ? {
+                tls: {
+                  ...(this.options.ca !== undefined ? { ca: this.options.ca } : {}),
+                  ...(this.options.cert !== undefined ? { cert: this.options.cert } : {}),
+                  ...(this.options.key !== undefined ? { key: this.options.key } : {}),
+                  rejectUnauthorized: this.options.rejectUnauthorized,
+                },
+              }
+            : {}),
+          socket: {
+            open: (socket) => {
+              if (tls) this.opening = socket;
+              else ready(socket);
+            },
+            handshake: (socket, success, authorizationError) => {
+              if (settled) return;
+              // A failed verification may come as authorizationError with success still true.
+              if (!this.options.rejectUnauthorized || (success && !authorizationError)) return ready(socket);
               fail(new TransportError(`TLS: the server's certificate is not trusted: ${authorizationError?.message ?? "verification failed"}`));
               socket.terminate();
-            }
+            },
+            data: (_socket, bytes) => this.received(bytes),
+            drain: (socket) => {
+              const pending = this.unsent;
+              this.unsent = undefined;
+              if (pending) this.write(socket, pending);
+            },
+            end: (socket) => {
+              socket.end();
+            },
+            close: (socket, error) => {
+              fail(new TransportError(`connection closed before it was ready${error ? `: ${error.message}` : ""}`));
+              this.closed(socket);
+            },
+            error: (_socket, error) => fail(error),
+            connectError: (_socket, error) => fail(error),
           },
-          data: (_socket, bytes) => this.received(bytes),
-          drain: (socket) => {
-            const pending = this.unsent;
-            this.unsent = undefined;
-            if (pending) this.write(socket, pending);
-          },
-          end: (socket) => {
-            socket.end();
-          },
-          close: (socket, error) => {
-            if (this.socket !== socket && settled) return;
-            fail(new TransportError(`connection closed before it was ready${error ? `: ${error.message}` : ""}`));
-            this.closed(socket);
-          },
-          error: (_socket, error) => fail(new TransportError(error.message)),
-          connectError: (_socket, error) => fail(new TransportError(error.message)),
-        },
-      }).catch((error: unknown) => fail(new TransportError(error instanceof Error ? error.message : String(error))));
+        }).catch(fail);
+      } catch (error) {
+        // Options Bun cannot use (a PEM it cannot read) throw at once.
+        fail(error);
+      }
     });
   }
 
