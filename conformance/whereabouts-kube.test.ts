@@ -12,7 +12,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
-import { KUBE_BIN, kubeconfigText, type Cluster } from "./kube/cluster.ts";
+import { KUBE_BIN, installerKubeconfigText, kubeconfigText, type Cluster } from "./kube/cluster.ts";
 import { type AdminApi, NAMESPACE, WHEREABOUTS_API, type IPPool, type Reservation } from "./kube/objects.ts";
 import { ROOT, cleanup, cni, cniAsync, ip, netns, pluginDir, removeDir, type CniOutput } from "./harness.ts";
 import { UPSTREAM_WHEREABOUTS, WHEREABOUTS, call, driver, ips, startSideBySide, whereaboutsCases, type StoreUnderTest } from "./whereabouts-cases.ts";
@@ -217,6 +217,20 @@ describe("the connection to the API server (TLS, as the kubeconfig says)", () =>
     const out = add(1, conf({ kubernetes: { kubeconfig, timeout_ms: 3000 } }));
     expect(out.json, out.stderr).toMatchObject({ code: 11, msg: expect.stringMatching(/certificate/) });
     expect(await kubeStore.stored()).toEqual([]);
+  });
+
+  test("the kubeconfig upstream's installer writes: YAML, the CA inline as certificate-authority-data", () => {
+    const path = changedKubeconfig();
+    writeFileSync(path, installerKubeconfigText({ server: cluster.server, caFile: cluster.caFile, token: cluster.adminToken, namespace: NAMESPACE }), { mode: 0o600 });
+    expect(ips(add(1, conf({ kubernetes: { kubeconfig: path } })))).toEqual(["10.40.0.1/24"]);
+  });
+
+  test("a kubeconfig that is neither JSON nor YAML is code 7, naming the file", () => {
+    const path = changedKubeconfig();
+    writeFileSync(path, "clusters: [\n  - {name: local\n", { mode: 0o600 });
+    const out = add(1, conf({ kubernetes: { kubeconfig: path } }));
+    expect(out.json, out.stderr).toMatchObject({ code: 7, msg: expect.stringMatching(/not valid YAML/) });
+    expect(out.json!.msg).toContain(path);
   });
 
   test("insecure-skip-tls-verify: no CA, no check, and the ADD goes through", () => {

@@ -166,6 +166,35 @@ export function kubeconfigText(o: { server: string; caFile: string; token: strin
   );
 }
 
+/**
+ * The kubeconfig upstream whereabouts' installer writes on every node (reference §11.3): YAML,
+ * the CA inline as certificate-authority-data, a token, the context's namespace.
+ */
+export function installerKubeconfigText(o: { server: string; caFile: string; token: string; namespace: string }): string {
+  return [
+    "# Kubeconfig file for whereabouts CNI plugin.",
+    "apiVersion: v1",
+    "kind: Config",
+    "clusters:",
+    "- name: local",
+    "  cluster:",
+    `    server: ${o.server}`,
+    `    certificate-authority-data: ${readFileSync(o.caFile).toString("base64")}`,
+    "users:",
+    "- name: whereabouts",
+    "  user:",
+    `    token: "${o.token}"`,
+    "contexts:",
+    "- name: whereabouts-context",
+    "  context:",
+    "    cluster: local",
+    "    user: whereabouts",
+    `    namespace: ${o.namespace}`,
+    "current-context: whereabouts-context",
+    "",
+  ].join("\n");
+}
+
 function launch(binary: string, args: string[], logFile: string): ChildProcess {
   // setpriv --pdeathsig: the kernel ends the server when the test process dies, even by SIGKILL.
   const child = spawn("setpriv", ["--pdeathsig", "SIGKILL", "--", binary, ...args], { stdio: ["ignore", "pipe", "pipe"] });

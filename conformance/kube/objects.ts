@@ -162,14 +162,14 @@ export function requestsBetween(before: Map<string, number>, after: Map<string, 
  * The flat file upstream's binary insists on (reference §3.1), naming this cluster: written once
  * per cluster, read by upstream's and our processes alike.
  */
-export function writeFlatFile(cluster: Cluster): string {
+export function writeFlatFile(cluster: Cluster, kubeconfig = cluster.kubeconfig): string {
   const path = join(cluster.dir, "whereabouts.conf");
-  writeFileSync(path, JSON.stringify({ datastore: "kubernetes", kubernetes: { kubeconfig: cluster.kubeconfig } }), { mode: 0o600 });
+  writeFileSync(path, JSON.stringify({ datastore: "kubernetes", kubernetes: { kubeconfig } }), { mode: 0o600 });
   return path;
 }
 
 /** What a racing node's ADD gets: a macvlan config whose IPAM is whereabouts on this cluster. */
-export function racingNodeConfig(o: { name: string; cluster: Cluster; flatFile: string; datastoreDir: string; range: string }): Record<string, unknown> {
+export function racingNodeConfig(o: { name: string; cluster: Cluster; flatFile: string; datastoreDir: string; range: string; kubeconfig?: string }): Record<string, unknown> {
   return {
     cniVersion: "1.0.0",
     name: o.name,
@@ -177,7 +177,7 @@ export function racingNodeConfig(o: { name: string; cluster: Cluster; flatFile: 
     ipam: {
       type: "whereabouts",
       datastore: "kubernetes",
-      kubernetes: { kubeconfig: o.cluster.kubeconfig },
+      kubernetes: { kubeconfig: o.kubeconfig ?? o.cluster.kubeconfig },
       configuration_path: o.flatFile,
       datastore_dir: o.datastoreDir,
       range: o.range,
