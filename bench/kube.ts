@@ -8,11 +8,11 @@
  * 10 × that many processes race on one pool at any moment. Both binaries get the same pods, the
  * same range (a /22: every pod fits) and the same schedule.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { AdminApi, racingNodeConfig, requestsBetween, writeFlatFile } from "../conformance/kube/objects.ts";
-import { startCluster } from "../conformance/kube/cluster.ts";
+import { AdminApi, NAMESPACE, racingNodeConfig, requestsBetween, writeFlatFile } from "../conformance/kube/objects.ts";
+import { installerKubeconfigText, startCluster } from "../conformance/kube/cluster.ts";
 import { cleanup, netns, nsPath } from "../conformance/harness.ts";
 import { percentile } from "./stats.ts";
 
@@ -87,10 +87,13 @@ export async function benchWhereaboutsKube(): Promise<void> {
   const api = new AdminApi(cluster);
   const sandbox = nsPath(netns("sbx"));
   const nodes = Array.from({ length: NODES }, () => mkdtempSync(join(tmpdir(), "cnib-whereabouts-node-")));
+  // Every node's kubeconfig as upstream's installer writes it (YAML), for both binaries.
+  const kubeconfig = join(cluster.dir, "installer.kubeconfig");
+  writeFileSync(kubeconfig, installerKubeconfigText({ server: cluster.server, caFile: cluster.caFile, token: cluster.adminToken, namespace: NAMESPACE }), { mode: 0o600 });
   // Upstream refuses to run without a flat file (reference §3.1).
-  const flatFile = writeFlatFile(cluster);
+  const flatFile = writeFlatFile(cluster, kubeconfig);
   const config = (node: number) =>
-    JSON.stringify(racingNodeConfig({ name: "bench", cluster, flatFile, datastoreDir: nodes[node]!, range: RANGE }));
+    JSON.stringify(racingNodeConfig({ name: "bench", cluster, flatFile, datastoreDir: nodes[node]!, range: RANGE, kubeconfig }));
   const env = (pod: string): Record<string, string> => ({
     PATH: process.env.PATH ?? "",
     CNI_COMMAND: "ADD",
