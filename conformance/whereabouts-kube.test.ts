@@ -233,6 +233,24 @@ describe("the connection to the API server (TLS, as the kubeconfig says)", () =>
     expect(out.json!.msg).toContain(path);
   });
 
+  test("a client certificate instead of a token: files, or inline as -data", () => {
+    const path = changedKubeconfig();
+    const kubeconfig = JSON.parse(readFileSync(cluster.kubeconfig, "utf8")) as { users: { user: Record<string, string> }[] };
+    kubeconfig.users[0]!.user = { "client-certificate": cluster.clientCertFile, "client-key": cluster.clientKeyFile };
+    writeFileSync(path, JSON.stringify(kubeconfig), { mode: 0o600 });
+    expect(ips(add(1, conf({ kubernetes: { kubeconfig: path } })))).toEqual(["10.40.0.1/24"]);
+    kubeconfig.users[0]!.user = {
+      "client-certificate-data": readFileSync(cluster.clientCertFile).toString("base64"),
+      "client-key-data": readFileSync(cluster.clientKeyFile).toString("base64"),
+    };
+    writeFileSync(path, JSON.stringify(kubeconfig), { mode: 0o600 });
+    expect(ips(add(2, conf({ kubernetes: { kubeconfig: path } })))).toEqual(["10.40.0.2/24"]);
+    // Without credentials the API server refuses the request (401): not an address.
+    kubeconfig.users[0]!.user = {};
+    writeFileSync(path, JSON.stringify(kubeconfig), { mode: 0o600 });
+    expect(add(3, conf({ kubernetes: { kubeconfig: path } })).code).not.toBe(0);
+  });
+
   test("insecure-skip-tls-verify: no CA, no check, and the ADD goes through", () => {
     const kubeconfig = kubeconfigWith({ server: cluster.server, "insecure-skip-tls-verify": true });
     expect(ips(add(1, conf({ kubernetes: { kubeconfig } })))).toEqual(["10.40.0.1/24"]);

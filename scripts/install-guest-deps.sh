@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what conformance/guest needs to boot a Debian kernel with IPVLAN under qemu: the
 # emulator, a distribution kernel (ipvlan as a module), and the binaries copied into the guest's
-# initramfs. Idempotent: when everything is installed already, it touches neither apt nor the net.
+# initramfs; and openssl, for the test API server's client certificates. Idempotent: when
+# everything is installed already, it touches neither apt nor the net.
 #
 #   sudo bash scripts/install-guest-deps.sh
 set -euo pipefail
@@ -17,6 +18,7 @@ packages=(
   util-linux        # setpriv --pdeathsig: qemu dies with the test process that started it
   coreutils         # mkfifo: the host end of the guest agent's channel
   xz-utils          # unpacks the kernel's xz payload once, for a faster (PVH) boot
+  openssl           # the test API server's client CA and certificate (conformance/kube)
 )
 
 missing=()

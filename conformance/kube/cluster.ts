@@ -32,6 +32,9 @@ export interface Cluster {
   /** The serving CA, for clients that verify the server. */
   caFile: string;
   adminToken: string;
+  /** A client certificate and key (PEM files) the API server takes as a member of system:masters. */
+  clientCertFile: string;
+  clientKeyFile: string;
   /** Where this cluster keeps its files; removed by stop(). */
   dir: string;
   /** Milliseconds from spawning etcd to CRDs Established. */
@@ -82,6 +85,8 @@ export async function startCluster(options: { log?: (line: string) => void } = {
   await waitFor("etcd", () => httpGetStatus(`http://127.0.0.1:${etcdClient}/health`), etcd, join(dir, "etcd.log"));
   log(`etcd ready after ${Date.now() - started} ms`);
 
+  const clientCerts = makeClientCertificate(join(dir, "client"));
+
   const server = `https://127.0.0.1:${apiPort}`;
   const caFile = join(dir, "certs", "apiserver.crt");
   const apiArgs = [
@@ -97,6 +102,7 @@ export async function startCluster(options: { log?: (line: string) => void } = {
     "--service-cluster-ip-range=10.0.0.0/24",
     "--authorization-mode=RBAC",
     `--token-auth-file=${join(dir, "tokens.csv")}`,
+    `--client-ca-file=${clientCerts.caFile}`,
     "--allow-privileged=true",
     "--disable-admission-plugins=ServiceAccount",
     "--enable-priority-and-fairness=false",
@@ -130,6 +136,8 @@ export async function startCluster(options: { log?: (line: string) => void } = {
     kubeconfig,
     caFile,
     adminToken,
+    clientCertFile: clientCerts.certFile,
+    clientKeyFile: clientCerts.keyFile,
     dir,
     startedInMs,
     kubectl,
@@ -193,6 +201,25 @@ export function installerKubeconfigText(o: { server: string; caFile: string; tok
     "current-context: whereabouts-context",
     "",
   ].join("\n");
+}
+
+/**
+ * A client CA (for --client-ca-file) and a certificate it signed for a member of system:masters,
+ * with openssl (Debian's, a dependency of ca-certificates): EC keys, quick to make.
+ */
+function makeClientCertificate(dir: string): { caFile: string; certFile: string; keyFile: string } {
+  mkdirSync(dir, { mode: 0o700 });
+  const path = (name: string) => join(dir, name);
+  const openssl = (...args: string[]) => {
+    const run = spawnSync("openssl", args, { encoding: "utf8" });
+    if (run.status !== 0) throw new Error(`openssl ${args.join(" ")}: ${run.stderr}${run.error ?? ""}`);
+  };
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  openssl("req", "-x509", ...ec, "-keyout", path("ca.key"), "-out", path("ca.crt"), "-days", "2", "-subj", "/CN=test-client-ca");
+  openssl("req", ...ec, "-keyout", path("admin.key"), "-out", path("admin.csr"), "-subj", "/O=system:masters/CN=cert-admin");
+  writeFileSync(path("client.ext"), "extendedKeyUsage=clientAuth\n");
+  openssl("x509", "-req", "-in", path("admin.csr"), "-CA", path("ca.crt"), "-CAkey", path("ca.key"), "-CAcreateserial", "-days", "2", "-extfile", path("client.ext"), "-out", path("admin.crt"));
+  return { caFile: path("ca.crt"), certFile: path("admin.crt"), keyFile: path("admin.key") };
 }
 
 function launch(binary: string, args: string[], logFile: string): ChildProcess {
