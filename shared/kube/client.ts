@@ -127,8 +127,9 @@ export class KubeClient {
         timeoutMs: remaining,
       });
     } catch (err) {
-      const reason = err instanceof TransportError ? err.message : err instanceof Error ? err.message : String(err);
-      throw new KubeUnavailableError(`${method} ${this.connection.server}${path}: ${reason}`);
+      // Only a failure to reach the server is worth retrying later; anything else is a bug.
+      if (!(err instanceof TransportError)) throw err;
+      throw new KubeUnavailableError(`${method} ${this.connection.server}${path}: ${err.message}`);
     }
   }
 

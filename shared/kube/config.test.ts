@@ -29,6 +29,10 @@ describe("kubeconfig", () => {
     expect(c).toEqual({ server: "https://10.0.0.1:6443", ca: PEM, insecureSkipTlsVerify: false, token: "abc", namespace: "whereabouts" });
   });
 
+  test("a server without a scheme is https://, as client-go reads it", () => {
+    expect(resolveKubeconfig(config({ cluster: { server: "api.example:6443" } }), "/k").server).toBe("https://api.example:6443");
+  });
+
   test("no namespace in the context means kube-system, as upstream", () => {
     expect(resolveKubeconfig(config(), "/k").namespace).toBe("kube-system");
   });
@@ -87,6 +91,8 @@ describe("kubeconfig", () => {
     [{ ...config(), "current-context": "other" }, /no context named "other"/],
     [config({ context: { cluster: "nope" } }), /no cluster named "nope"/],
     [config({ cluster: { server: "" } }), /has no server/],
+    [config({ cluster: { server: "ftp://10.0.0.1" } }), /neither https:\/\/ nor http:\/\//],
+    [config({ cluster: { server: "https://[10.0.0.1" } }), /is not a URL/],
     [config({ cluster: { "certificate-authority": "/nonexistent/ca" } }), /certificate-authority \/nonexistent\/ca/],
     ["just a string", /not an object/],
   ])("a broken kubeconfig says what is wrong (%#)", (document, message) => {

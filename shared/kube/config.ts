@@ -73,11 +73,10 @@ export function resolveKubeconfig(document: unknown, path: string): Connection {
   const userName = asString(context.user);
   const user = userName ? named(config, "users", userName, "user", path) : {};
 
-  const server = asString(cluster.server);
-  if (!server) throw new KubeconfigError(path, `cluster "${asString(context.cluster)}" has no server`);
+  const server = serverUrl(asString(cluster.server), path, asString(context.cluster) ?? "");
   const base = dirname(path);
   const connection: Connection = {
-    server: server.replace(/\/+$/, ""),
+    server,
     insecureSkipTlsVerify: cluster["insecure-skip-tls-verify"] === true,
     namespace: asString(context.namespace) || DEFAULT_NAMESPACE,
   };
@@ -92,6 +91,25 @@ export function resolveKubeconfig(document: unknown, path: string): Connection {
   if (cert) connection.clientCert = cert;
   if (key) connection.clientKey = key;
   return connection;
+}
+
+/**
+ * The server as a URL without a trailing slash. Without a scheme it is https://, as client-go
+ * reads it for a cluster with TLS settings (the only kind a plugin should talk to).
+ */
+function serverUrl(server: string | undefined, path: string, clusterName: string): string {
+  if (!server) throw new KubeconfigError(path, `cluster "${clusterName}" has no server`);
+  const withScheme = server.includes("://") ? server : `https://${server}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new KubeconfigError(path, `cluster "${clusterName}": server ${JSON.stringify(server)} is not a URL`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    throw new KubeconfigError(path, `cluster "${clusterName}": server ${JSON.stringify(server)} is neither https:// nor http://`);
+  }
+  return withScheme.replace(/\/+$/, "");
 }
 
 /** In-cluster credentials: the pod's service account and the API's service address. */

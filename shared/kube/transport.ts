@@ -11,6 +11,9 @@
 import type { Socket } from "bun";
 import { Http1Error, type Http1Response, Http1ResponseParser, encodeRequest } from "./http1.ts";
 
+/** A kept-open connection idle longer than this is replaced, not reused. */
+const MAX_IDLE_MS = 1000;
+
 export interface TransportOptions {
   /** "https://host:port" or "http://host:port", optionally with a path prefix (an API proxy's). */
   server: string;
@@ -60,6 +63,8 @@ export class Http1Transport {
   private unsent: Uint8Array | undefined;
   /** Requests go one at a time: each waits for the one before it. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** When the connection last answered (epoch ms). */
+  private lastUsed = 0;
 
   constructor(private readonly options: TransportOptions) {
     this.url = new URL(options.server);
@@ -110,6 +115,7 @@ export class Http1Transport {
       });
       this.write(socket, bytes);
       const response = await Promise.race([answered, timedOut]);
+      this.lastUsed = Date.now();
       if (!response.keepAlive) this.drop(new TransportError("the server closed the connection"));
       return response;
     } finally {
@@ -119,6 +125,10 @@ export class Http1Transport {
   }
 
   private connected(): Promise<Socket> {
+    // A plugin blocks its event loop in flock while its node's ADDs queue: a close the server
+    // sent meanwhile (a restart, a proxy's idle timeout) went unseen, and a request on that
+    // connection would fail the whole batch. Idle that long, a new connection is cheaper.
+    if (this.socket && Date.now() - this.lastUsed > MAX_IDLE_MS) this.drop(new TransportError("idle connection replaced"));
     if (this.socket) return Promise.resolve(this.socket);
     this.connecting ??= this.open().finally(() => {
       this.connecting = undefined;
@@ -140,6 +150,7 @@ export class Http1Transport {
         // does, through its timer.
         socket.unref();
         this.socket = socket;
+        this.lastUsed = Date.now();
         this.parser = new Http1ResponseParser();
         resolve(socket);
       };
