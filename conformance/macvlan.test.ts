@@ -4,7 +4,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -386,6 +386,18 @@ describe("macvlan STATUS, GC, VERSION", () => {
       expect(existsSync(join(cwd, "ran"))).toBe(false);
     } finally {
       rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+
+  test("the executable invoked under a name it carries no plugin for: code 7 on stdout, exit 1", () => {
+    const dir = mkdtempSync(join(tmpdir(), "cnit-name-"));
+    try {
+      symlinkSync(MACVLAN, join(dir, "bogus"));
+      const run = spawnSync(join(dir, "bogus"), [], { env: { PATH: process.env.PATH ?? "", CNI_COMMAND: "VERSION" }, encoding: "utf8" });
+      expect(run.status).toBe(1);
+      expect(JSON.parse(run.stdout)).toMatchObject({ code: 7, msg: expect.stringMatching(/invoked as "bogus"/) });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

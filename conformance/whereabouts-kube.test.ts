@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { KUBE_BIN, installerKubeconfigText, kubeconfigText, type Cluster } from "./kube/cluster.ts";
 import { type AdminApi, NAMESPACE, WHEREABOUTS_API, type IPPool, type Reservation } from "./kube/objects.ts";
-import { ROOT, cleanup, cni, cniAsync, ip, netns, pluginDir, removeDir, type CniOutput } from "./harness.ts";
+import { ROOT, cleanup, cni, cniAsync, deleteNetns, ip, netns, pluginDir, removeDir, type CniOutput } from "./harness.ts";
 import { UPSTREAM_WHEREABOUTS, WHEREABOUTS, call, driver, ips, startSideBySide, whereaboutsCases, type StoreUnderTest } from "./whereabouts-cases.ts";
 
 let cluster: Cluster;
@@ -245,10 +245,11 @@ describe("the connection to the API server (TLS, as the kubeconfig says)", () =>
     };
     writeFileSync(path, JSON.stringify(kubeconfig), { mode: 0o600 });
     expect(ips(add(2, conf({ kubernetes: { kubeconfig: path } })))).toEqual(["10.40.0.2/24"]);
-    // Without credentials the API server refuses the request (401): not an address.
+    // Without credentials the request is anonymous's, whom RBAC refuses: no address.
     kubeconfig.users[0]!.user = {};
     writeFileSync(path, JSON.stringify(kubeconfig), { mode: 0o600 });
-    expect(add(3, conf({ kubernetes: { kubeconfig: path } })).code).not.toBe(0);
+    const refused = add(3, conf({ kubernetes: { kubeconfig: path } }));
+    expect(refused.json, refused.stderr).toMatchObject({ code: 999, msg: expect.stringMatching(/refused a request.*"system:anonymous"/) });
   });
 
   test("insecure-skip-tls-verify: no CA, no check, and the ADD goes through", () => {
@@ -485,18 +486,24 @@ describe("the API server failing", () => {
     // fail fast). The connection never opens, and the plugin must not linger in its attempt.
     const ns = netns("blackhole");
     const peer = netns("hole");
-    ip(ns, "link", "add", "hole0", "type", "veth", "peer", "name", "hole1", "netns", peer);
-    ip(ns, "addr", "add", "10.99.0.1/24", "dev", "hole0");
-    ip(ns, "link", "set", "hole0", "up");
-    ip(peer, "link", "set", "hole1", "up");
-    ip(ns, "neigh", "add", "10.99.0.2", "lladdr", "02:00:00:00:99:02", "dev", "hole0", "nud", "permanent");
-    const kubeconfig = join(dir, "blackhole.kubeconfig");
-    writeFileSync(kubeconfig, kubeconfigText({ server: "https://10.99.0.2:6443", caFile: cluster.caFile, token: "t", namespace: NAMESPACE, user: "u" }));
-    const started = performance.now();
-    const out = cni(WHEREABOUTS, call("ADD", 1), conf({ kubernetes: { kubeconfig, timeout_ms: 500 } }), ns);
-    const elapsed = performance.now() - started;
-    expect(out.json, out.stderr).toMatchObject({ code: 11, msg: expect.stringMatching(/timed out/) });
-    expect(elapsed).toBeLessThan(500 + 1000);
+    try {
+      ip(ns, "link", "add", "hole0", "type", "veth", "peer", "name", "hole1", "netns", peer);
+      ip(ns, "addr", "add", "10.99.0.1/24", "dev", "hole0");
+      ip(ns, "link", "set", "hole0", "up");
+      ip(peer, "link", "set", "hole1", "up");
+      ip(ns, "neigh", "add", "10.99.0.2", "lladdr", "02:00:00:00:99:02", "dev", "hole0", "nud", "permanent");
+      const kubeconfig = join(dir, "blackhole.kubeconfig");
+      writeFileSync(kubeconfig, kubeconfigText({ server: "https://10.99.0.2:6443", caFile: cluster.caFile, token: "t", namespace: NAMESPACE, user: "u" }));
+      const started = performance.now();
+      const out = cni(WHEREABOUTS, call("ADD", 1), conf({ kubernetes: { kubeconfig, timeout_ms: 500 } }), ns);
+      const elapsed = performance.now() - started;
+      expect(out.json, out.stderr).toMatchObject({ code: 11, msg: expect.stringMatching(/timed out/) });
+      expect(elapsed).toBeLessThan(500 + 1000);
+    } finally {
+      // The veth goes with its namespaces.
+      deleteNetns(ns);
+      deleteNetns(peer);
+    }
   });
 
   test("DEL with the API server down succeeds and journals the release (0600); the next call replays it", async () => {

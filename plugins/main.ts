@@ -6,6 +6,7 @@ import { basename } from "node:path";
 import { CniError, ErrorCode } from "../shared/cni/errors.ts";
 import { runPlugin } from "../shared/cni/skel.ts";
 import { LATEST } from "../shared/cni/version.ts";
+import { writeAllSync } from "../shared/log.ts";
 import { PLUGINS } from "./index.ts";
 
 const invokedAs = basename(process.argv0);
@@ -14,8 +15,9 @@ if (!load) {
   // A runtime reads stdout: give it an error object too, not only words on stderr.
   const known = Object.keys(PLUGINS).join(", ");
   const error = new CniError(ErrorCode.InvalidConfig, `this executable is invoked as "${invokedAs}", which is no plugin it carries`, `known: ${known}`);
-  process.stdout.write(JSON.stringify(error.toJSON(LATEST), null, 4));
-  process.stderr.write(`this executable is a CNI plugin; invoke it as one of: ${known}\n`);
+  // Written synchronously: process.exit does not wait for stream writes.
+  writeAllSync(1, JSON.stringify(error.toJSON(LATEST), null, 4));
+  writeAllSync(2, `this executable is a CNI plugin; invoke it as one of: ${known}\n`);
   process.exit(1);
 }
 // Bytecode builds are CommonJS, which has no top-level await. The answer is written (synchronously)

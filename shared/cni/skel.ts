@@ -39,7 +39,7 @@ export interface PluginIO {
 /** The network namespace this process runs in. */
 const OWN_NETNS = "/proc/self/ns/net";
 
-/** Returns the exit code; the caller sets it (`process.exitCode = await runPlugin(...)`). */
+/** Returns the exit code; the caller exits with it (plugins/main.ts). */
 export async function runPlugin(verbs: PluginVerbs, io: PluginIO = processIO()): Promise<number> {
   const log = createLogger({ sink: (line) => io.writeStderr(line) }, verbs.name);
   // The version errors are answered in: the request's, once we know it and speak it.
