@@ -125,8 +125,9 @@ export class FileNodeBatch implements NodeBatch {
 }
 
 /**
- * A file name for the container's interface, as the ledger and the journal name theirs: container
- * IDs match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ and interface names hold no '/' or ':' (the CNI spec).
+ * A file name for the container's interface, as ledger.ts's attachmentFileName makes them (a
+ * queue is one pool's, so the network needs no naming): container IDs match
+ * ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ and interface names hold no '/' or ':' (the CNI spec).
  * (Not a hash: loading node:crypto alone cost every ADD ~1.5 ms of CPU.)
  */
 function requestId(who: BatchRequester): string {

@@ -8,6 +8,7 @@
 import { mkdirSync, readFileSync, readdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomically } from "./atomic.ts";
+import { attachmentFileName } from "./ledger.ts";
 import type { UnreleasedReservation } from "./operations.ts";
 
 export interface PendingRelease {
@@ -34,10 +35,8 @@ export class ReleaseJournal {
   /** Records a release; the same attachment recorded twice is one entry. */
   record(network: string, release: PendingRelease): string {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    // Network names and container IDs match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ and interface names hold
-    // no '/' or ':': joined by ':' the parts make a safe file name that no other triple makes.
     // The temporary name is per process: there is no lock.
-    const attachment = `${network}:${release.containerId}:${release.ifName}`;
+    const attachment = attachmentFileName({ network, containerId: release.containerId, ifName: release.ifName });
     const path = join(this.dir, `${release.reservation ? `${attachment}:${release.reservation.address}` : attachment}${SUFFIX}`);
     writeFileAtomically(path, JSON.stringify(release), `${path}.${process.pid}.tmp`);
     return path;

@@ -18,6 +18,15 @@ export interface Attached {
   ifName: string;
 }
 
+/**
+ * A node-local file name for an attachment, as the ledger and the release journal name theirs.
+ * Network names and container IDs match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ and interface names hold no
+ * '/' or ':' (the CNI spec): joined by ':' they make a file name no other triple makes.
+ */
+export function attachmentFileName({ network, containerId, ifName }: Attached): string {
+  return `${network}:${containerId}:${ifName}`;
+}
+
 /** Opens `path` holding an exclusive flock on it ("a" creates it 0600); without `wait`, undefined while another holds it. */
 export type LockFile = (path: string, mode: "r" | "a", wait: boolean) => number | undefined;
 
@@ -90,9 +99,7 @@ export class AttachmentLedger {
     }
   }
 
-  private path({ network, containerId, ifName }: Attached): string {
-    // Network names and container IDs match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ and interface names hold
-    // no '/' or ':' (the CNI spec): joined by ':' they make a file name no other triple makes.
-    return join(this.dir, `${network}:${containerId}:${ifName}${SUFFIX}`);
+  private path(attached: Attached): string {
+    return join(this.dir, `${attachmentFileName(attached)}${SUFFIX}`);
   }
 }

@@ -25,10 +25,10 @@ export function flockFile(path: string): () => void {
 
 /**
  * An open descriptor of `path` that holds an exclusive flock: `mode` opens it ("r" reads an
- * existing file, "w"/"a" create it 0600); with `wait` false, undefined while another holds it.
+ * existing file, "a" creates it 0600); with `wait` false, undefined while another holds it.
  * Closing the descriptor releases the lock.
  */
-export function lockedFd(path: string, mode: "r" | "r+" | "a", wait: boolean): number | undefined {
+export function lockedFd(path: string, mode: "r" | "a", wait: boolean): number | undefined {
   const fd = openSync(path, mode, 0o600);
   try {
     for (;;) {

@@ -329,7 +329,7 @@ async function rollBack(ctx: Context, created: readonly Taken[], who: Requester)
       ctx.log.error(`could not undo the allocation of ${addressInRange(t.range, t.address)} in ${t.pool.name}: ${errorText(err)}`);
       // Whether the entry is stored or not, its reservation must not outlive both: releaseOrphan
       // later keeps it while the pool gives the address to this pod, and frees it otherwise.
-      ctx.unreleased?.({ range: t.range.cidr, address: String(t.address), holder });
+      releaseLater(ctx, t.range, t.address, holder);
     }
   }
 }
@@ -383,8 +383,13 @@ async function releaseQuietly(ctx: Context, range: IpRange, address: bigint, hol
     await ctx.store.releaseReservation(name, holder);
   } catch (err) {
     ctx.log.error(`could not release reservation ${name}: ${errorText(err)}`);
-    ctx.unreleased?.({ range: range.cidr, address: String(address), holder });
+    releaseLater(ctx, range, address, holder);
   }
+}
+
+/** Hands a reservation that cannot be released now to `ctx.unreleased` (the node's journal). */
+function releaseLater(ctx: Context, range: IpRange, address: bigint, holder: ReservationHolder): void {
+  ctx.unreleased?.({ range: range.cidr, address: String(address), holder });
 }
 
 /**
