@@ -115,8 +115,8 @@ export async function benchWhereaboutsKube(): Promise<void> {
     const ms = performance.now() - started;
     const mark = stderr.lastIndexOf(RSS_MARK);
     const maxRssKb = mark >= 0 ? Number(stderr.slice(mark + RSS_MARK.length).trim()) : 0;
-    // CPU from the kernel's rusage of the child (when sampled, time's, which includes the plugin
-    // it waited for) in microseconds: GNU time prints whole hundredths, which undercounts a 20 ms process.
+    // CPU from the kernel's rusage of the child (for an RSS probe, time's, which includes the
+    // plugin it waited for) in microseconds: GNU time prints whole hundredths, which undercounts a 20 ms process.
     const cpuTime = child.resourceUsage()?.cpuTime;
     const cpuMs = cpuTime ? Number(cpuTime.user + cpuTime.system) / 1000 : 0;
     const err = mark >= 0 ? stderr.slice(0, mark) : stderr;

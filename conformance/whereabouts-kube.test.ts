@@ -195,10 +195,14 @@ describe("the connection to the API server (TLS, as the kubeconfig says)", () =>
   const changedKubeconfig = () => `${dir}.kubeconfig`;
   afterEach(() => rmSync(changedKubeconfig(), { force: true }));
 
-  /** The cluster's kubeconfig with its cluster entry changed: server, certificate-authority, insecure-skip-tls-verify. */
-  function kubeconfigWith(cluster_: Record<string, unknown>): string {
-    const kubeconfig = JSON.parse(readFileSync(cluster.kubeconfig, "utf8")) as { clusters: { cluster: Record<string, unknown> }[] };
-    kubeconfig.clusters[0]!.cluster = cluster_;
+  /** The cluster's kubeconfig with its cluster entry (server, CA, insecure-skip-tls-verify) or its user entry replaced. */
+  function kubeconfigWith(change: { cluster?: Record<string, unknown>; user?: Record<string, string> }): string {
+    const kubeconfig = JSON.parse(readFileSync(cluster.kubeconfig, "utf8")) as {
+      clusters: { cluster: Record<string, unknown> }[];
+      users: { user: Record<string, string> }[];
+    };
+    if (change.cluster) kubeconfig.clusters[0]!.cluster = change.cluster;
+    if (change.user) kubeconfig.users[0]!.user = change.user;
     const path = changedKubeconfig();
     writeFileSync(path, JSON.stringify(kubeconfig), { mode: 0o600 });
     return path;
@@ -206,14 +210,14 @@ describe("the connection to the API server (TLS, as the kubeconfig says)", () =>
 
   test("a server certificate no CA of the kubeconfig signed is refused: code 11, the certificate named, nothing written", async () => {
     // Real roots (Debian's bundle), none of which signed the test cluster's certificate.
-    const kubeconfig = kubeconfigWith({ server: cluster.server, "certificate-authority": "/etc/ssl/certs/ca-certificates.crt" });
+    const kubeconfig = kubeconfigWith({ cluster: { server: cluster.server, "certificate-authority": "/etc/ssl/certs/ca-certificates.crt" } });
     const out = add(1, conf({ kubernetes: { kubeconfig, timeout_ms: 3000 } }));
     expect(out.json, out.stderr).toMatchObject({ code: 11, msg: expect.stringMatching(/certificate/) });
     expect(await kubeStore.stored()).toEqual([]);
   });
 
   test("the server's name is checked: its certificate does not name localhost, so https://localhost is refused", async () => {
-    const kubeconfig = kubeconfigWith({ server: cluster.server.replace("127.0.0.1", "localhost"), "certificate-authority": cluster.caFile });
+    const kubeconfig = kubeconfigWith({ cluster: { server: cluster.server.replace("127.0.0.1", "localhost"), "certificate-authority": cluster.caFile } });
     const out = add(1, conf({ kubernetes: { kubeconfig, timeout_ms: 3000 } }));
     expect(out.json, out.stderr).toMatchObject({ code: 11, msg: expect.stringMatching(/certificate/) });
     expect(await kubeStore.stored()).toEqual([]);
@@ -234,26 +238,23 @@ describe("the connection to the API server (TLS, as the kubeconfig says)", () =>
   });
 
   test("a client certificate instead of a token: files, or inline as -data", () => {
-    const path = changedKubeconfig();
-    const kubeconfig = JSON.parse(readFileSync(cluster.kubeconfig, "utf8")) as { users: { user: Record<string, string> }[] };
-    kubeconfig.users[0]!.user = { "client-certificate": cluster.clientCertFile, "client-key": cluster.clientKeyFile };
-    writeFileSync(path, JSON.stringify(kubeconfig), { mode: 0o600 });
-    expect(ips(add(1, conf({ kubernetes: { kubeconfig: path } })))).toEqual(["10.40.0.1/24"]);
-    kubeconfig.users[0]!.user = {
-      "client-certificate-data": readFileSync(cluster.clientCertFile).toString("base64"),
-      "client-key-data": readFileSync(cluster.clientKeyFile).toString("base64"),
-    };
-    writeFileSync(path, JSON.stringify(kubeconfig), { mode: 0o600 });
-    expect(ips(add(2, conf({ kubernetes: { kubeconfig: path } })))).toEqual(["10.40.0.2/24"]);
+    const files = kubeconfigWith({ user: { "client-certificate": cluster.clientCertFile, "client-key": cluster.clientKeyFile } });
+    expect(ips(add(1, conf({ kubernetes: { kubeconfig: files } })))).toEqual(["10.40.0.1/24"]);
+    const inline = kubeconfigWith({
+      user: {
+        "client-certificate-data": readFileSync(cluster.clientCertFile).toString("base64"),
+        "client-key-data": readFileSync(cluster.clientKeyFile).toString("base64"),
+      },
+    });
+    expect(ips(add(2, conf({ kubernetes: { kubeconfig: inline } })))).toEqual(["10.40.0.2/24"]);
     // Without credentials the request is anonymous's, whom RBAC refuses: no address.
-    kubeconfig.users[0]!.user = {};
-    writeFileSync(path, JSON.stringify(kubeconfig), { mode: 0o600 });
-    const refused = add(3, conf({ kubernetes: { kubeconfig: path } }));
+    const anonymous = kubeconfigWith({ user: {} });
+    const refused = add(3, conf({ kubernetes: { kubeconfig: anonymous } }));
     expect(refused.json, refused.stderr).toMatchObject({ code: 999, msg: expect.stringMatching(/refused a request.*"system:anonymous"/) });
   });
 
   test("insecure-skip-tls-verify: no CA, no check, and the ADD goes through", () => {
-    const kubeconfig = kubeconfigWith({ server: cluster.server, "insecure-skip-tls-verify": true });
+    const kubeconfig = kubeconfigWith({ cluster: { server: cluster.server, "insecure-skip-tls-verify": true } });
     expect(ips(add(1, conf({ kubernetes: { kubeconfig } })))).toEqual(["10.40.0.1/24"]);
   });
 });

@@ -27,6 +27,14 @@ function enqueue(dir: string, name: string, pid: number, fingerprint: string, wh
 const PIDS_ALIVE = new Set([101, 102, 103]);
 const alive = (pid: number) => PIDS_ALIVE.has(pid);
 
+/** A node batch whose lock, once taken, finds these requests queued by other ADDs meanwhile. */
+function batchFinding(dir: string, queued: Parameters<typeof enqueue>[], release = () => {}): FileNodeBatch {
+  return new FileNodeBatch(dir, () => {
+    for (const request of queued) enqueue(...request);
+    return release;
+  }, { alive });
+}
+
 describe("a node's ADDs of one pool, served together", () => {
   test("alone: the ADD leads a batch of one and leaves nothing behind", async () => {
     const dir = lockDir();
@@ -44,12 +52,11 @@ describe("a node's ADDs of one pool, served together", () => {
 
   test("the leader serves every live request of the same fingerprint and answers each (0600)", async () => {
     const dir = lockDir();
-    const batch = new FileNodeBatch(dir, () => {
-      // Queued while we waited for the lock.
-      enqueue(dir, "b", 101, "fp", pod(2));
-      enqueue(dir, "c", 102, "fp", pod(3));
-      return () => {};
-    }, { alive });
+    // Queued while we waited for the lock.
+    const batch = batchFinding(dir, [
+      [dir, "b", 101, "fp", pod(2)],
+      [dir, "c", 102, "fp", pod(3)],
+    ]);
     let served: BatchRequester[] = [];
     const outcome = await batch.run("pool", "fp", pod(1), async (requesters) => {
       served = requesters;
@@ -66,11 +73,10 @@ describe("a node's ADDs of one pool, served together", () => {
 
   test("a dead process's request is dropped, not served; another fingerprint's is left for its own ADD", async () => {
     const dir = lockDir();
-    const batch = new FileNodeBatch(dir, () => {
-      enqueue(dir, "dead", 999, "fp", pod(2));
-      enqueue(dir, "other", 103, "other-range", pod(3));
-      return () => {};
-    }, { alive });
+    const batch = batchFinding(dir, [
+      [dir, "dead", 999, "fp", pod(2)],
+      [dir, "other", 103, "other-range", pod(3)],
+    ]);
     let served: BatchRequester[] = [];
     await batch.run("pool", "fp", pod(1), async (requesters) => ((served = requesters), requesters.map((_, n) => given(n))));
     expect(served).toEqual([pod(1)]);
@@ -96,11 +102,10 @@ describe("a node's ADDs of one pool, served together", () => {
 
   test("a second sandbox of the same pod and interface waits for the next batch", async () => {
     const dir = lockDir();
-    const batch = new FileNodeBatch(dir, () => {
-      enqueue(dir, "again", 101, "fp", { ...pod(1), containerId: "ctr-1-new" });
-      enqueue(dir, "other", 102, "fp", pod(2));
-      return () => {};
-    }, { alive });
+    const batch = batchFinding(dir, [
+      [dir, "again", 101, "fp", { ...pod(1), containerId: "ctr-1-new" }],
+      [dir, "other", 102, "fp", pod(2)],
+    ]);
     let served: BatchRequester[] = [];
     await batch.run("pool", "fp", pod(1), async (requesters) => ((served = requesters), requesters.map((_, n) => given(n))));
     expect(served).toEqual([pod(1), pod(2)]);
@@ -110,10 +115,7 @@ describe("a node's ADDs of one pool, served together", () => {
   test("a leader whose lead throws answers no one: the others' requests stay for them to lead", async () => {
     const dir = lockDir();
     let released = 0;
-    const batch = new FileNodeBatch(dir, () => {
-      enqueue(dir, "b", 101, "fp", pod(2));
-      return () => void released++;
-    }, { alive });
+    const batch = batchFinding(dir, [[dir, "b", 101, "fp", pod(2)]], () => void released++);
     await expect(batch.run("pool", "fp", pod(1), async () => Promise.reject(new Error("API down")))).rejects.toThrow("API down");
     expect(readdirSync(queue(dir))).toEqual(["b.request"]);
     expect(released).toBe(1);
