@@ -19,7 +19,7 @@ type Release = () => Promise<void>;
 
 async function acquire(impl: Impl, path: string): Promise<Release> {
   if (impl === "flock") {
-    const libc = await import("../shared/netlink/libc.ts");
+    const libc = await import("../shared/sys/libc.ts");
     const fd = openSync(path, "a", 0o600);
     libc.flock(fd, libc.LOCK_EX);
     return async () => closeSync(fd);
@@ -64,7 +64,7 @@ function run(argv: string[]): Promise<number> {
 async function importCost(impl: Impl): Promise<number> {
   // A fresh process per sample: module loading happens once per CNI process.
   const samples: number[] = [];
-  const module = impl === "flock" ? "./shared/netlink/libc.ts" : "proper-lockfile";
+  const module = impl === "flock" ? "./shared/sys/libc.ts" : "proper-lockfile";
   for (let i = 0; i < 7; i++) {
     const script = `const t=performance.now(); await import(${JSON.stringify(module)}); console.log(performance.now()-t)`;
     const child = Bun.spawnSync([process.execPath, "-e", script], { cwd: join(import.meta.dir, "..") });

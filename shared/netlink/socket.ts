@@ -8,7 +8,14 @@
  */
 import { formatMessage, parseMessages, parseAttributes, readS32 } from "netlink/dist/structs";
 import { CniError, ErrorCode } from "../cni/errors.ts";
-import * as libc from "./libc.ts";
+import * as libc from "../sys/libc.ts";
+
+const AF_NETLINK = 16;
+const NETLINK_ROUTE = 0;
+const SOL_NETLINK = 270;
+const NETLINK_CAP_ACK = 10;
+const NETLINK_EXT_ACK = 11;
+const NETLINK_GET_STRICT_CHK = 12;
 
 export const NLM_F_REQUEST = 0x1;
 export const NLM_F_ACK = 0x4;
@@ -53,13 +60,13 @@ export class NetlinkSocket {
 
   /** Opens an rtnetlink socket in the namespace the calling thread is in now. */
   static open(): NetlinkSocket {
-    const fd = libc.socket(libc.AF_NETLINK, libc.SOCK_RAW | libc.SOCK_CLOEXEC, libc.NETLINK_ROUTE);
+    const fd = libc.socket(AF_NETLINK, libc.SOCK_RAW | libc.SOCK_CLOEXEC, NETLINK_ROUTE);
     try {
       // Capped acks keep error replies small; extended acks give the kernel's reason in words.
-      libc.setsockoptInt(fd, libc.SOL_NETLINK, libc.NETLINK_CAP_ACK, 1);
-      libc.setsockoptInt(fd, libc.SOL_NETLINK, libc.NETLINK_EXT_ACK, 1);
+      libc.setsockoptInt(fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
+      libc.setsockoptInt(fd, SOL_NETLINK, NETLINK_EXT_ACK, 1);
       // Strict checking lets the kernel filter dumps (by link, by table) instead of us.
-      libc.setsockoptInt(fd, libc.SOL_NETLINK, libc.NETLINK_GET_STRICT_CHK, 1);
+      libc.setsockoptInt(fd, SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1);
     } catch (err) {
       libc.close(fd);
       throw err;

@@ -1,6 +1,8 @@
 /**
- * The few libc calls the kernel layer needs, through bun:ffi. This is the project's one module that
- * imports `bun:*` for kernel access, so that everything above it stays plain TypeScript.
+ * The few libc calls the project needs, through bun:ffi: sockets for netlink (shared/netlink/),
+ * setns for namespaces (shared/netns.ts), flock for locks (whereabouts). This is the project's one
+ * module that imports `bun:*` for kernel access, so that everything above it stays plain TypeScript
+ * (and unit tests, which run on Node, can load it all but this).
  *
  * Every call is synchronous on the calling (JS) thread: that is what makes `setns` safe to use,
  * because the thread that switched namespaces is the one that does the work and switches back.
@@ -24,14 +26,8 @@ const lib = dlopen("libc.so.6", {
 });
 const c = lib.symbols;
 
-export const AF_NETLINK = 16;
 export const SOCK_RAW = 3;
 export const SOCK_CLOEXEC = 0o2000000;
-export const NETLINK_ROUTE = 0;
-export const SOL_NETLINK = 270;
-export const NETLINK_CAP_ACK = 10;
-export const NETLINK_EXT_ACK = 11;
-export const NETLINK_GET_STRICT_CHK = 12;
 export const CLONE_NEWNET = 0x40000000;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
