@@ -10,7 +10,8 @@ import type { PluginVerbs } from "./cni/skel.ts";
 import type { CmdArgs, NetConf, Result } from "./cni/types.ts";
 import { checkInterface, configureInterface, defaultRouteLink, kernel } from "./configure.ts";
 import { logger } from "./log.ts";
-import { type Link, type LinkSpec, Netlink, NetlinkError, isNotFound } from "./netlink/index.ts";
+import { type Link, type LinkSpec, linkAdd, linkByName, linkDel, linkSet } from "./netlink/link.ts";
+import { Netlink, NetlinkError, isNotFound } from "./netlink/socket.ts";
 import { Netns, isNetnsGone, sysctlSet } from "./netns.ts";
 
 export interface ChildLinkConfig {
@@ -45,7 +46,7 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
   function findMaster(config: C, conf: NetConf, nl: Netlink): Link {
     const name = config.master ?? kind.chainedMaster?.(conf);
     if (!name) return defaultRouteLink(nl);
-    const master = nl.linkByName(name);
+    const master = linkByName(nl, name);
     if (!master) throw new CniError(ErrorCode.InvalidConfig, `master "${name}" not found`);
     return master;
   }
@@ -59,7 +60,7 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
     // Born in the pod: there is no moment where the link sits on the node under the pod's name.
     if (!config.linkInContainer) spec.netnsFd = pod.fd;
     try {
-      masterNl.linkAdd(spec);
+      linkAdd(masterNl, spec);
     } catch (err) {
       if (err instanceof NetlinkError && err.errnoName === "EEXIST") {
         throw new CniError(ErrorCode.Kernel, `interface "${args.ifName}" already exists in the pod`);
@@ -67,7 +68,7 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
       const reason = err instanceof Error ? err.message : String(err);
       throw new CniError(ErrorCode.Kernel, `failed to create ${kind.name} "${args.ifName}" on master "${master.name}": ${reason}`);
     }
-    const link = podNl.linkByName(args.ifName);
+    const link = linkByName(podNl, args.ifName);
     if (!link) throw new CniError(ErrorCode.Kernel, `${kind.name} "${args.ifName}" vanished right after creation`);
     return link;
   }
@@ -94,7 +95,7 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
     };
     const addresses = addressing(config, args);
     if (!addresses) {
-      kernel(`failed to set "${args.ifName}" up`, () => podNl.linkSet(link.index, { up: true }));
+      kernel(`failed to set "${args.ifName}" up`, () => linkSet(podNl, link.index, { up: true }));
     } else {
       try {
         result.ips = (addresses.ips ?? []).map((ip) => ({ ...ip, interface: 0 }));
@@ -165,7 +166,7 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
           try {
             const podNl = pod.netlink();
             try {
-              const link = podNl.linkByName(args.ifName);
+              const link = linkByName(podNl, args.ifName);
               if (link) removeLink(podNl, link.index, args.ifName);
             } finally {
               podNl.close();
@@ -193,7 +194,7 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
       const pod = Netns.open(args.netns);
       const podNl = pod.netlink();
       try {
-        const link = podNl.linkByName(args.ifName);
+        const link = linkByName(podNl, args.ifName);
         if (!link) throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" not found in the pod`);
         if (link.info?.kind !== kind.name) {
           throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" is a ${link.info?.kind ?? "plain"} link, not ${kind.name}`);
@@ -204,7 +205,7 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
         if (config.master) {
           const masterNl = config.linkInContainer ? podNl : Netlink.open();
           try {
-            const master = masterNl.linkByName(config.master);
+            const master = linkByName(masterNl, config.master);
             if (!master) throw new CniError(ErrorCode.Internal, `master "${config.master}" not found`);
             if (link.parentIndex !== master.index) {
               throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" is not a ${kind.name} of master "${master.name}"`);
@@ -229,7 +230,7 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
       if (config.master && !config.linkInContainer) {
         const hostNl = Netlink.open();
         try {
-          if (!hostNl.linkByName(config.master)) {
+          if (!linkByName(hostNl, config.master)) {
             throw new CniError(ErrorCode.Unavailable, `${kind.name} cannot add interfaces: master "${config.master}" not found`);
           }
         } finally {
@@ -248,7 +249,7 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
 
 function removeLink(nl: Netlink, index: number, ifName: string): void {
   try {
-    nl.linkDel(index);
+    linkDel(nl, index);
   } catch (err) {
     if (!isNotFound(err)) {
       throw new CniError(ErrorCode.Kernel, `failed to delete "${ifName}": ${err instanceof Error ? err.message : String(err)}`);

@@ -16,7 +16,10 @@ import {
   parsePrefix,
   sameIp,
 } from "./ip.ts";
-import { type Link, type Netlink, NetlinkError, RT_TABLE_LOCAL, RT_TABLE_MAIN } from "./netlink/index.ts";
+import { addrAdd, addrList } from "./netlink/addr.ts";
+import { type Link, linkByIndex, linkByName, linkSet } from "./netlink/link.ts";
+import { RT_TABLE_LOCAL, RT_TABLE_MAIN, routeAdd, routeList } from "./netlink/route.ts";
+import { type Netlink, NetlinkError } from "./netlink/socket.ts";
 import { type Netns, sysctlGet, sysctlSet } from "./netns.ts";
 
 const DAD_TIMEOUT_MS = 5000;
@@ -30,7 +33,7 @@ const DAD_POLL_MS = 50;
 export function configureInterface(ns: Netns, nl: Netlink, ifName: string, result: Result): void {
   const interfaces = result.interfaces ?? [];
   if (interfaces.length === 0) throw new CniError(ErrorCode.Internal, "no interfaces to configure");
-  const link = nl.linkByName(ifName);
+  const link = linkByName(nl, ifName);
   if (!link) throw new CniError(ErrorCode.Kernel, `interface "${ifName}" not found in the pod's namespace`);
 
   const gateways = new Map<Family, IP>();
@@ -45,11 +48,11 @@ export function configureInterface(ns: Netns, nl: Netlink, ifName: string, resul
       ns.run(() => enableIpv6(ifName));
       ipv6Enabled = true;
     }
-    kernel(`failed to add address ${entry.address} to "${ifName}"`, () => nl.addrAdd(link.index, prefix));
+    kernel(`failed to add address ${entry.address} to "${ifName}"`, () => addrAdd(nl, link.index, prefix));
     if (entry.gateway && !gateways.has(prefix.family)) gateways.set(prefix.family, parseIp(entry.gateway));
   }
 
-  kernel(`failed to set "${ifName}" up`, () => nl.linkSet(link.index, { up: true }));
+  kernel(`failed to set "${ifName}" up`, () => linkSet(nl, link.index, { up: true }));
 
   // Routes via an IPv6 gateway fail while our address is still tentative.
   if (gateways.has(6)) waitForDad(nl, link);
@@ -68,7 +71,7 @@ export function configureInterface(ns: Netns, nl: Netlink, ifName: string, resul
       ...(route.advmss !== undefined ? { advmss: route.advmss } : {}),
     };
     const via = gw ? ` via ${formatIp(gw)}` : "";
-    kernel(`failed to add route ${formatPrefix(spec.dst)}${via} dev ${ifName}`, () => nl.routeAdd(spec, "add"));
+    kernel(`failed to add route ${formatPrefix(spec.dst)}${via} dev ${ifName}`, () => routeAdd(nl, spec, "add"));
   }
 }
 
@@ -80,8 +83,8 @@ export function configureInterface(ns: Netns, nl: Netlink, ifName: string, resul
  */
 export function checkInterface(nl: Netlink, link: Link, ifName: string, result: Result): void {
   const interfaces = result.interfaces ?? [];
-  const onLink = nl.addrs({ linkIndex: link.index });
-  const knownRoutes = nl.routes().filter((r) => r.table !== RT_TABLE_LOCAL);
+  const onLink = addrList(nl, { linkIndex: link.index });
+  const knownRoutes = routeList(nl).filter((r) => r.table !== RT_TABLE_LOCAL);
   for (const entry of result.ips ?? []) {
     if (entry.interface === undefined || interfaces[entry.interface]?.name !== ifName) continue;
     const want = parsePrefix(entry.address);
@@ -112,10 +115,9 @@ export function checkInterface(nl: Netlink, link: Link, ifName: string, result: 
 /** The link of the first default route in the main table, IPv4 before IPv6, as upstream. */
 export function defaultRouteLink(nl: Netlink): Link {
   for (const family of [4, 6] as const) {
-    const route = nl
-      .routes({ family, table: RT_TABLE_MAIN })
+    const route = routeList(nl, { family, table: RT_TABLE_MAIN })
       .find((r) => r.dst.length === 0 && r.linkIndex !== undefined && samePrefix(r.dst, defaultPrefix(family)));
-    const link = route?.linkIndex !== undefined ? nl.linkByIndex(route.linkIndex) : undefined;
+    const link = route?.linkIndex !== undefined ? linkByIndex(nl, route.linkIndex) : undefined;
     if (link) return link;
   }
   throw new CniError(ErrorCode.InvalidConfig, `"master" is not set and there is no default route to take it from`);
@@ -154,7 +156,7 @@ function enableIpv6(ifName: string): void {
 function waitForDad(nl: Netlink, link: Link): void {
   const deadline = Date.now() + DAD_TIMEOUT_MS;
   for (;;) {
-    const addrs = nl.addrs({ linkIndex: link.index, family: 6 });
+    const addrs = addrList(nl, { linkIndex: link.index, family: 6 });
     const failed = addrs.find((a) => a.dadFailed);
     if (failed) {
       throw new CniError(ErrorCode.Kernel, `address ${formatPrefix(failed.prefix)} on "${link.name}" failed duplicate address detection`);
@@ -162,7 +164,7 @@ function waitForDad(nl: Netlink, link: Link): void {
     if (!addrs.some((a) => a.tentative)) return;
     if (Date.now() >= deadline) {
       // Without carrier DAD never runs; upstream accepts that, and so do we.
-      if (!nl.linkByIndex(link.index)?.operUp) return;
+      if (!linkByIndex(nl, link.index)?.operUp) return;
       throw new CniError(ErrorCode.Kernel, `"${link.name}" still has tentative IPv6 addresses after ${DAD_TIMEOUT_MS} ms`);
     }
     sleepSync(DAD_POLL_MS);

@@ -8,7 +8,7 @@
  */
 import { closeSync, openSync, readFileSync, statfsSync, writeFileSync, writeSync } from "node:fs";
 import { CniError, ErrorCode } from "./cni/errors.ts";
-import { Netlink } from "./netlink/index.ts";
+import { Netlink } from "./netlink/socket.ts";
 import * as libc from "./sys/libc.ts";
 
 /** CNI_NETNS names nothing (the pod sandbox is gone): DEL treats this as "already cleaned up". */

@@ -5,7 +5,7 @@
  */
 import { optionalBoolean, optionalInteger, optionalString, oneOf } from "../../shared/cni/config.ts";
 import type { NetConf } from "../../shared/cni/types.ts";
-import type { IpvlanFlag, IpvlanMode } from "../../shared/netlink/index.ts";
+import type { IpvlanFlag, IpvlanMode } from "../../shared/netlink/link.ts";
 
 export const IPVLAN_MODES = ["l2", "l3", "l3s"] as const satisfies readonly IpvlanMode[];
 export const IPVLAN_FLAGS = ["bridge", "private", "vepa"] as const satisfies readonly IpvlanFlag[];

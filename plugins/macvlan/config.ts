@@ -7,7 +7,7 @@ import { optionalBoolean, optionalInteger, optionalObject, optionalString, oneOf
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import type { NetConf } from "../../shared/cni/types.ts";
 import { parseMac } from "../../shared/ip.ts";
-import type { MacvlanMode } from "../../shared/netlink/index.ts";
+import type { MacvlanMode } from "../../shared/netlink/link.ts";
 
 export const MACVLAN_MODES = ["bridge", "private", "vepa", "passthru"] as const satisfies readonly MacvlanMode[];
 

@@ -25,7 +25,11 @@ import {
   sameIp,
 } from "../../shared/ip.ts";
 import { logger } from "../../shared/log.ts";
-import { type Link, type Netlink, type Route, RT_SCOPE_LINK, RT_TABLE_MAIN, isNotFound } from "../../shared/netlink/index.ts";
+import { addrList } from "../../shared/netlink/addr.ts";
+import { type Link, linkByName } from "../../shared/netlink/link.ts";
+import { type Route, RT_SCOPE_LINK, RT_TABLE_MAIN, routeAdd, routeDel, routeList } from "../../shared/netlink/route.ts";
+import { ruleAdd, ruleDel, ruleList } from "../../shared/netlink/rule.ts";
+import { type Netlink, isNotFound } from "../../shared/netlink/socket.ts";
 import { Netns, isNetnsGone } from "../../shared/netns.ts";
 import { type SbrConfig, addressesOf, loadConfig } from "./config.ts";
 
@@ -46,7 +50,7 @@ export const sbr: PluginVerbs = {
     }
     const addresses = addressesOf(args.ifName, prev.ips, prev.interfaces ?? []);
     inLockedNetns(args.netns, (nl) => {
-      const link = nl.linkByName(args.ifName);
+      const link = linkByName(nl, args.ifName);
       if (!link) throw new CniError(ErrorCode.InvalidConfig, `interface "${args.ifName}" not found in the pod`);
       // A failure half way must not leave rules pointing at tables without routes.
       const undo = new UndoLog();
@@ -72,12 +76,12 @@ export const sbr: PluginVerbs = {
       inLockedNetns(args.netns, (nl) => {
         const sources = sourcesOf(nl, args);
         const failures: string[] = [];
-        for (const rule of nl.rules()) {
+        for (const rule of ruleList(nl)) {
           if (!rule.src || rule.src.length !== bitsOf(rule.family)) continue;
           if (!sources.some((ip) => sameIp(ip, rule.src!.ip))) continue;
           if (config.table !== undefined ? rule.table !== config.table : !isSbrTable(rule.table)) continue;
           try {
-            nl.ruleDel(rule);
+            ruleDel(nl, rule);
           } catch (err) {
             if (!isNotFound(err)) failures.push(`from ${formatIp(rule.src.ip)} lookup ${rule.table}: ${errorText(err)}`);
           }
@@ -96,9 +100,9 @@ export const sbr: PluginVerbs = {
     if (!prev) throw new CniError(ErrorCode.InvalidConfig, "required prevResult missing");
     const addresses = addressesOf(args.ifName, prev.ips ?? [], prev.interfaces ?? []);
     inLockedNetns(args.netns, (nl) => {
-      const link = nl.linkByName(args.ifName);
+      const link = linkByName(nl, args.ifName);
       if (!link) throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" not found in the pod`);
-      const rules = nl.rules();
+      const rules = ruleList(nl);
       for (const ip of addresses) {
         const host = hostPrefix(ip);
         const rule = rules.find(
@@ -111,12 +115,11 @@ export const sbr: PluginVerbs = {
         if (!rule) throw new CniError(ErrorCode.Internal, `no rule routes traffic from ${formatIp(host.ip)}`);
         if (config.table !== undefined) continue;
         const gw = gatewayFor(ip, host.family, config);
-        const table = nl.routes({ family: host.family, table: rule.table });
+        const table = routeList(nl, { family: host.family, table: rule.table });
         if (gw && !table.some((r) => r.dst.length === 0 && r.gw !== undefined && sameIp(r.gw, gw) && r.linkIndex === link.index)) {
           throw new CniError(ErrorCode.Internal, `table ${rule.table} has no default route via ${formatIp(gw)} dev ${args.ifName}`);
         }
-        const leftInMain = nl
-          .routes({ family: host.family, table: RT_TABLE_MAIN, linkIndex: link.index })
+        const leftInMain = routeList(nl, { family: host.family, table: RT_TABLE_MAIN, linkIndex: link.index })
           .filter((r) => !config.addSourceHints || r.scope !== RT_SCOPE_LINK);
         if (leftInMain.length > 0) {
           throw new CniError(ErrorCode.Internal, `main table still routes via ${args.ifName} (${leftInMain.length} routes)`);
@@ -144,8 +147,8 @@ function inLockedNetns(path: string, work: (nl: Netlink) => void): void {
 
 function routeBySource(nl: Netlink, link: Link, addresses: IPConfig[], config: SbrConfig, undo: UndoLog): void {
   // Listed once, before we add anything: these are the routes to move.
-  const mainRoutes = nl.routes({ table: RT_TABLE_MAIN, linkIndex: link.index });
-  const usedTables = new Set(nl.rules().map((r) => r.table));
+  const mainRoutes = routeList(nl, { table: RT_TABLE_MAIN, linkIndex: link.index });
+  const usedTables = new Set(ruleList(nl).map((r) => r.table));
   const handledFamilies = new Set<Family>();
   let table = FIRST_TABLE;
   for (const ip of addresses) {
@@ -159,16 +162,16 @@ function routeBySource(nl: Netlink, link: Link, addresses: IPConfig[], config: S
     const gw = gatewayFor(ip, host.family, config);
     if (gw) {
       const route = { dst: defaultPrefix(host.family), gw, linkIndex: link.index, table };
-      kernel(`failed to add default route via ${formatIp(gw)} to table ${table}`, () => nl.routeAdd(route, "exclusive"));
-      undo.push(() => nl.routeDel(route));
+      kernel(`failed to add default route via ${formatIp(gw)} to table ${table}`, () => routeAdd(nl, route, "exclusive"));
+      undo.push(() => routeDel(nl, route));
     }
     // Only routes of the address's own family: upstream also copies (and then deletes from main)
     // the other family's routes, which breaks IPv6 link-local on an IPv4-only interface.
     for (const route of mainRoutes) {
       if (route.family !== host.family || !belongsTo(route, subnet)) continue;
       const copy = { ...route, table };
-      kernel(`failed to copy route to ${formatPrefix(route)} into table ${table}`, () => nl.routeAdd(copy, "replace"));
-      undo.push(() => nl.routeDel(copy));
+      kernel(`failed to copy route to ${formatPrefix(route)} into table ${table}`, () => routeAdd(nl, copy, "replace"));
+      undo.push(() => routeDel(nl, copy));
     }
   }
 
@@ -177,8 +180,8 @@ function routeBySource(nl: Netlink, link: Link, addresses: IPConfig[], config: S
     keepSubnetRoutesWithHints(nl, link, addresses, moved);
   } else {
     for (const route of moved) {
-      kernel(`failed to delete route to ${formatPrefix(route)} from the main table`, () => nl.routeDel(route));
-      undo.push(() => nl.routeAdd(route, "add"));
+      kernel(`failed to delete route to ${formatPrefix(route)} from the main table`, () => routeDel(nl, route));
+      undo.push(() => routeAdd(nl, route, "add"));
     }
   }
 }
@@ -192,14 +195,14 @@ function keepSubnetRoutesWithHints(nl: Netlink, link: Link, addresses: IPConfig[
     const prefix = parsePrefix(ip.address);
     const route = { dst: networkOf(prefix), linkIndex: link.index, scope: RT_SCOPE_LINK, src: prefix.ip, protocol: 2 };
     try {
-      nl.routeAdd(route, "replace");
+      routeAdd(nl, route, "replace");
     } catch (err) {
       log.error(`adding source hint for ${ip.address}: ${errorText(err)}`);
     }
   }
   for (const route of moved.filter((r) => r.scope !== RT_SCOPE_LINK)) {
     try {
-      nl.routeDel(route);
+      routeDel(nl, route);
     } catch (err) {
       log.error(`deleting route to ${formatPrefix(route)} from main: ${errorText(err)}`);
     }
@@ -215,8 +218,8 @@ function belongsTo(route: Route, subnet: Prefix): boolean {
 
 function addSourceRule(nl: Netlink, host: Prefix, table: number, undo: UndoLog): void {
   const rule = { family: host.family, table, src: host };
-  kernel(`failed to add rule from ${formatIp(host.ip)} lookup ${table}`, () => nl.ruleAdd(rule));
-  undo.push(() => nl.ruleDel(rule));
+  kernel(`failed to add rule from ${formatIp(host.ip)} lookup ${table}`, () => ruleAdd(nl, rule));
+  undo.push(() => ruleDel(nl, rule));
 }
 
 /** What ADD changed so far, to take back in reverse order when a later step fails. */
@@ -255,8 +258,8 @@ function isSbrTable(table: number): boolean {
 /** The addresses whose rules DEL removes: those on the interface, and prevResult's for it. */
 function sourcesOf(nl: Netlink, args: CmdArgs): IP[] {
   const sources: IP[] = [];
-  const link = nl.linkByName(args.ifName);
-  if (link) sources.push(...nl.addrs({ linkIndex: link.index }).map((a) => a.prefix.ip));
+  const link = linkByName(nl, args.ifName);
+  if (link) sources.push(...addrList(nl, { linkIndex: link.index }).map((a) => a.prefix.ip));
   // prevResult still names the addresses when the interface is already gone.
   const prev = args.conf.prevResult;
   for (const ip of addressesOf(args.ifName, prev?.ips ?? [], prev?.interfaces ?? [])) sources.push(parsePrefix(ip.address).ip);

@@ -1,5 +1,7 @@
 /**
- * A blocking rtnetlink socket: one request at a time, matched to its answer by sequence number.
+ * The netlink handle, `Netlink`: a blocking rtnetlink socket, one request at a time, matched to its
+ * answer by sequence number. The object files beside it (link.ts, addr.ts, route.ts, rule.ts)
+ * encode their requests and decode the answers; this file only carries bytes and errors.
  *
  * A netlink socket talks to the network namespace it was created in, whatever thread uses it
  * later; so sockets are created inside the target namespace (see shared/netns.ts) and stay bound
@@ -35,6 +37,10 @@ const NLMSGERR_ATTR_MSG = 1;
 /** nlmsgerr: s32 error followed by the (capped) header of the request it answers. */
 const NLMSGERR_HEADER_LENGTH = 4 + 16;
 const DUMP_RETRIES = 5;
+export const ENODEV = 19;
+const ENOENT = 2;
+const ESRCH = 3;
+const EADDRNOTAVAIL = 99;
 
 /** A request the kernel refused: errno plus the kernel's own explanation, when it gives one. */
 export class NetlinkError extends CniError {
@@ -51,7 +57,16 @@ export class NetlinkError extends CniError {
   }
 }
 
-export class NetlinkSocket {
+/** True for the errors that mean "that object is already gone". */
+export function isNotFound(err: unknown): boolean {
+  return (
+    err instanceof NetlinkError &&
+    (err.errno === ENODEV || err.errno === ENOENT || err.errno === ESRCH || err.errno === EADDRNOTAVAIL)
+  );
+}
+
+/** A handle on the network namespace it was opened in; the object files' functions take it first. */
+export class Netlink {
   private seq = Math.floor(Math.random() * 0x7fffffff);
   private readonly buffer = new Uint8Array(1 << 17);
   private closed = false;
@@ -59,7 +74,7 @@ export class NetlinkSocket {
   private constructor(private readonly fd: number) {}
 
   /** Opens an rtnetlink socket in the namespace the calling thread is in now. */
-  static open(): NetlinkSocket {
+  static open(): Netlink {
     const fd = libc.socket(AF_NETLINK, libc.SOCK_RAW | libc.SOCK_CLOEXEC, NETLINK_ROUTE);
     try {
       // Capped acks keep error replies small; extended acks give the kernel's reason in words.
@@ -71,7 +86,7 @@ export class NetlinkSocket {
       libc.close(fd);
       throw err;
     }
-    return new NetlinkSocket(fd);
+    return new Netlink(fd);
   }
 
   close(): void {
