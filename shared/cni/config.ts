@@ -7,7 +7,7 @@ import { CniError, ErrorCode, quoteList } from "./errors.ts";
 import { CONTAINER_ID_PATTERN } from "./env.ts";
 import { FieldReader, type IntegerRange, describeValue, isJsonObject } from "./json.ts";
 import type { Attachment, JsonObject, NetConf } from "./types.ts";
-import { parseResult, readDns } from "./version.ts";
+import { parseResult, readDns } from "./result.ts";
 
 export { isJsonObject };
 

@@ -10,7 +10,7 @@ import { env as processEnv } from "node:process";
 import { CniError, ErrorCode } from "./errors.ts";
 import { isJsonObject } from "./json.ts";
 import type { CmdArgs, Result, Verb } from "./types.ts";
-import { parseResult } from "./version.ts";
+import { parseResult } from "./result.ts";
 import { writeAllSync } from "../log.ts";
 
 export interface ExecOptions {

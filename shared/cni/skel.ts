@@ -11,7 +11,8 @@ import { gcAttachments, parseNetConf } from "./config.ts";
 import { readEnvironment } from "./env.ts";
 import { isJsonObject } from "./json.ts";
 import type { Attachment, CmdArgs, Result } from "./types.ts";
-import { LATEST, SUPPORTED_VERSIONS, checkConfigVersion, resultToVersion, versionOutput } from "./version.ts";
+import { resultToVersion } from "./result.ts";
+import { LATEST, SUPPORTED_VERSIONS, checkConfigVersion, versionOutput } from "./version.ts";
 import { createLogger, writeAllSync } from "../log.ts";
 
 export interface PluginVerbs {

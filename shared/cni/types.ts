@@ -1,5 +1,5 @@
 /**
- * The result model, always held in the newest (1.1.0) shape; shared/cni/version.ts converts it to
+ * The result model, always held in the newest (1.1.0) shape; shared/cni/result.ts converts it to
  * and from the shape of whatever cniVersion a request carries.
  */
 export interface Interface {
