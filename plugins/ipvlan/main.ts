@@ -7,7 +7,7 @@
  */
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import type { NetConf } from "../../shared/cni/types.ts";
-import { childLinkPlugin } from "../../shared/childlink.ts";
+import { childLinkPlugin } from "../../shared/iface/childlink.ts";
 import { type IpvlanConfig, loadConfig } from "./config.ts";
 
 export const ipvlan = childLinkPlugin<IpvlanConfig>({

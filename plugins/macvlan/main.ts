@@ -4,7 +4,7 @@
  * its config, its link, and what CHECK verifies about it.
  */
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
-import { childLinkPlugin } from "../../shared/childlink.ts";
+import { childLinkPlugin } from "../../shared/iface/childlink.ts";
 import { type MacvlanConfig, loadConfig } from "./config.ts";
 
 export const macvlan = childLinkPlugin<MacvlanConfig>({

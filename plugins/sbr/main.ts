@@ -10,7 +10,8 @@
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import type { PluginVerbs } from "../../shared/cni/skel.ts";
 import type { CmdArgs, IPConfig, Result } from "../../shared/cni/types.ts";
-import { kernel } from "../../shared/configure.ts";
+import { kernel } from "../../shared/iface/configure.ts";
+import { type UndoLog, withUndo } from "../../shared/iface/undo.ts";
 import {
   type Family,
   type IP,
@@ -30,7 +31,7 @@ import { type Link, linkByName } from "../../shared/netlink/link.ts";
 import { type Route, RT_SCOPE_LINK, RT_TABLE_MAIN, routeAdd, routeDel, routeList } from "../../shared/netlink/route.ts";
 import { ruleAdd, ruleDel, ruleList } from "../../shared/netlink/rule.ts";
 import { type Netlink, isNotFound } from "../../shared/netlink/socket.ts";
-import { Netns, isNetnsGone } from "../../shared/netns.ts";
+import { isNetnsGone, withNetns } from "../../shared/netns.ts";
 import { type SbrConfig, addressesOf, loadConfig } from "./config.ts";
 
 const log = logger("sbr");
@@ -53,17 +54,13 @@ export const sbr: PluginVerbs = {
       const link = linkByName(nl, args.ifName);
       if (!link) throw new CniError(ErrorCode.InvalidConfig, `interface "${args.ifName}" not found in the pod`);
       // A failure half way must not leave rules pointing at tables without routes.
-      const undo = new UndoLog();
-      try {
+      withUndo(log, (undo) => {
         if (config.table !== undefined) {
           for (const ip of addresses) addSourceRule(nl, hostPrefix(ip), config.table, undo);
         } else {
           routeBySource(nl, link, addresses, config, undo);
         }
-      } catch (err) {
-        undo.run();
-        throw err;
-      }
+      });
     });
     return prev;
   },
@@ -131,18 +128,10 @@ export const sbr: PluginVerbs = {
 
 /** Opens the pod's namespace, locks it against concurrent sbr calls, and hands over a netlink handle. */
 function inLockedNetns(path: string, work: (nl: Netlink) => void): void {
-  const ns = Netns.open(path);
-  try {
-    ns.lock();
-    const nl = ns.netlink();
-    try {
-      work(nl);
-    } finally {
-      nl.close();
-    }
-  } finally {
-    ns.close(); // also releases the lock
-  }
+  withNetns(path, (ns, nl) => {
+    ns.lock(); // released when withNetns closes the namespace
+    work(nl);
+  });
 }
 
 function routeBySource(nl: Netlink, link: Link, addresses: IPConfig[], config: SbrConfig, undo: UndoLog): void {
@@ -220,26 +209,6 @@ function addSourceRule(nl: Netlink, host: Prefix, table: number, undo: UndoLog):
   const rule = { family: host.family, table, src: host };
   kernel(`failed to add rule from ${formatIp(host.ip)} lookup ${table}`, () => ruleAdd(nl, rule));
   undo.push(() => ruleDel(nl, rule));
-}
-
-/** What ADD changed so far, to take back in reverse order when a later step fails. */
-class UndoLog {
-  private readonly steps: (() => void)[] = [];
-
-  push(step: () => void): void {
-    this.steps.push(step);
-  }
-
-  /** Best effort: the ADD's own error is what the runtime must see. */
-  run(): void {
-    for (const step of this.steps.reverse()) {
-      try {
-        step();
-      } catch (err) {
-        log.error(`undoing a half-done ADD: ${errorText(err)}`);
-      }
-    }
-  }
 }
 
 function gatewayFor(ip: IPConfig, family: Family, config: SbrConfig): IP | undefined {

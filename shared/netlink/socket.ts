@@ -150,6 +150,16 @@ export class Netlink {
   }
 }
 
+/** Runs `work` with a handle on the namespace the calling thread is in now, and closes it. */
+export function withNetlink<T>(work: (nl: Netlink) => T): T {
+  const nl = Netlink.open();
+  try {
+    return work(nl);
+  } finally {
+    nl.close();
+  }
+}
+
 function extendedAck(errorPayload: Buffer, flags: number): string {
   if (!(flags & NLM_F_ACK_TLVS) || errorPayload.length <= NLMSGERR_HEADER_LENGTH) return "";
   let text = "";

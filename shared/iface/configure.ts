@@ -2,8 +2,8 @@
  * Applying a CNI result to an interface inside a pod, and verifying it later (CHECK): the one
  * mechanism the interface plugins share, as upstream's pkg/ipam.ConfigureIface.
  */
-import { CniError, ErrorCode } from "./cni/errors.ts";
-import type { Result } from "./cni/types.ts";
+import { CniError, ErrorCode } from "../cni/errors.ts";
+import type { Result } from "../cni/types.ts";
 import {
   type Family,
   type IP,
@@ -15,12 +15,12 @@ import {
   parseIp,
   parsePrefix,
   sameIp,
-} from "./ip.ts";
-import { addrAdd, addrList } from "./netlink/addr.ts";
-import { type Link, linkByIndex, linkByName, linkSet } from "./netlink/link.ts";
-import { RT_TABLE_LOCAL, RT_TABLE_MAIN, routeAdd, routeList } from "./netlink/route.ts";
-import { type Netlink, NetlinkError } from "./netlink/socket.ts";
-import { type Netns, sysctlGet, sysctlSet } from "./netns.ts";
+} from "../ip.ts";
+import { addrAdd, addrList } from "../netlink/addr.ts";
+import { type Link, linkByIndex, linkByName, linkSet } from "../netlink/link.ts";
+import { RT_TABLE_LOCAL, RT_TABLE_MAIN, routeAdd, routeList } from "../netlink/route.ts";
+import { type Netlink, NetlinkError } from "../netlink/socket.ts";
+import { type Netns, sysctlGet, sysctlSet } from "../netns.ts";
 
 const DAD_TIMEOUT_MS = 5000;
 const DAD_POLL_MS = 50;

@@ -4,25 +4,17 @@
  * and undo everything if any step fails. A plugin supplies only what differs: its config, the link
  * to create, and what CHECK verifies about the link itself.
  */
-import { CniError, ErrorCode } from "./cni/errors.ts";
-import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus } from "./cni/ipam.ts";
-import type { PluginVerbs } from "./cni/skel.ts";
-import type { CmdArgs, NetConf, Result } from "./cni/types.ts";
+import { CniError, ErrorCode } from "../cni/errors.ts";
+import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus } from "../cni/ipam.ts";
+import type { PluginVerbs } from "../cni/skel.ts";
+import type { CmdArgs, NetConf, Result } from "../cni/types.ts";
+import { logger } from "../log.ts";
+import { type Link, type LinkSpec, linkAdd, linkByName, linkDel, linkSet } from "../netlink/link.ts";
+import { type Netlink, NetlinkError, isNotFound, withNetlink } from "../netlink/socket.ts";
+import { type Netns, isNetnsGone, sysctlSet, withNetns } from "../netns.ts";
+import type { ChildLinkConfig } from "./childlink-config.ts";
 import { checkInterface, configureInterface, defaultRouteLink, kernel } from "./configure.ts";
-import { logger } from "./log.ts";
-import { type Link, type LinkSpec, linkAdd, linkByName, linkDel, linkSet } from "./netlink/link.ts";
-import { Netlink, NetlinkError, isNotFound } from "./netlink/socket.ts";
-import { Netns, isNetnsGone, sysctlSet } from "./netns.ts";
-
-export interface ChildLinkConfig {
-  /** Undefined: chosen by `resolveMaster`, or the link of the default route. */
-  master?: string;
-  /** 0: inherit the master's. */
-  mtu: number;
-  /** The master lives in the pod's namespace. */
-  linkInContainer: boolean;
-  hasIpam: boolean;
-}
+import { type UndoLog, withUndo } from "./undo.ts";
 
 export interface ChildLinkKind<C extends ChildLinkConfig> {
   name: string;
@@ -73,12 +65,12 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
     return link;
   }
 
-  /** The addresses and routes for the new link: from IPAM, or passed down the chain. */
-  function addressing(config: C, args: CmdArgs): Result | undefined {
+  /** The addresses and routes for the new link: from IPAM (its release left in `undo`), or passed down the chain. */
+  function addressing(config: C, args: CmdArgs, undo: UndoLog): Result | undefined {
     if (config.hasIpam) {
       const ipam = ipamAdd(args);
+      undo.push(() => ipamDel(args));
       if (!ipam.ips || ipam.ips.length === 0) {
-        releaseAddress(args);
         throw new CniError(ErrorCode.Delegate, `IPAM plugin "${args.conf.ipam?.type}" returned no IP addresses`);
       }
       return ipam;
@@ -88,24 +80,19 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
     return undefined;
   }
 
-  function configure(config: C, args: CmdArgs, pod: Netns, podNl: Netlink, link: Link): Result {
+  function configure(config: C, args: CmdArgs, pod: Netns, podNl: Netlink, link: Link, undo: UndoLog): Result {
     const result: Result = {
       cniVersion: args.conf.cniVersion,
       interfaces: [{ name: args.ifName, mac: link.mac, sandbox: args.netns }],
     };
-    const addresses = addressing(config, args);
+    const addresses = addressing(config, args, undo);
     if (!addresses) {
       kernel(`failed to set "${args.ifName}" up`, () => linkSet(podNl, link.index, { up: true }));
     } else {
-      try {
-        result.ips = (addresses.ips ?? []).map((ip) => ({ ...ip, interface: 0 }));
-        if (addresses.routes) result.routes = addresses.routes;
-        pod.run(() => announceOnUp(args.ifName));
-        configureInterface(pod, podNl, args.ifName, result);
-      } catch (err) {
-        if (config.hasIpam) releaseAddress(args);
-        throw err;
-      }
+      result.ips = (addresses.ips ?? []).map((ip) => ({ ...ip, interface: 0 }));
+      if (addresses.routes) result.routes = addresses.routes;
+      pod.run(() => announceOnUp(args.ifName));
+      configureInterface(pod, podNl, args.ifName, result);
     }
     if (args.conf.dns) result.dns = args.conf.dns;
     return result;
@@ -122,36 +109,21 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
     }
   }
 
-  function releaseAddress(args: CmdArgs): void {
-    try {
-      ipamDel(args);
-    } catch (err) {
-      log.error(`releasing the address after a failed ADD: ${err instanceof Error ? err.message : String(err)}`);
-    }
-  }
-
   return {
     name: kind.name,
 
     add(args) {
       const config = kind.loadConfig(args.conf, args.args);
-      const pod = Netns.open(args.netns);
-      const podNl = pod.netlink();
-      const hostNl = config.linkInContainer ? undefined : Netlink.open();
-      try {
-        const link = createLink(config, args, pod, podNl, hostNl ?? podNl);
-        try {
-          return configure(config, args, pod, podNl, link);
-        } catch (err) {
-          // Leave nothing behind: the runtime need not call DEL for an ADD that failed.
-          removeLink(podNl, link.index, args.ifName);
-          throw err;
-        }
-      } finally {
-        hostNl?.close();
-        podNl.close();
-        pod.close();
-      }
+      return withNetns(args.netns, (pod, podNl) => {
+        const link = config.linkInContainer
+          ? createLink(config, args, pod, podNl, podNl)
+          : withNetlink((hostNl) => createLink(config, args, pod, podNl, hostNl));
+        // Leave nothing behind: the runtime need not call DEL for an ADD that failed.
+        return withUndo(log, (undo) => {
+          undo.push(() => removeLink(podNl, link.index, args.ifName));
+          return configure(config, args, pod, podNl, link, undo);
+        });
+      });
     },
 
     del(args) {
@@ -162,18 +134,10 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
       let linkFailure: unknown;
       if (args.netns) {
         try {
-          const pod = Netns.open(args.netns);
-          try {
-            const podNl = pod.netlink();
-            try {
-              const link = linkByName(podNl, args.ifName);
-              if (link) removeLink(podNl, link.index, args.ifName);
-            } finally {
-              podNl.close();
-            }
-          } finally {
-            pod.close();
-          }
+          withNetns(args.netns, (_pod, podNl) => {
+            const link = linkByName(podNl, args.ifName);
+            if (link) removeLink(podNl, link.index, args.ifName);
+          });
         } catch (err) {
           if (!isNetnsGone(err)) linkFailure = err;
         }
@@ -191,9 +155,7 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
       if (!mine) {
         throw new CniError(ErrorCode.InvalidConfig, `prevResult has no interface "${args.ifName}" in sandbox "${args.netns}"`);
       }
-      const pod = Netns.open(args.netns);
-      const podNl = pod.netlink();
-      try {
+      withNetns(args.netns, (_pod, podNl) => {
         const link = linkByName(podNl, args.ifName);
         if (!link) throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" not found in the pod`);
         if (link.info?.kind !== kind.name) {
@@ -202,40 +164,29 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
         kind.checkLink(config, link, args.ifName);
         // The parent can be named only when the config names it: a master taken from the default
         // route or from a chain at ADD time may legitimately be another link now.
-        if (config.master) {
-          const masterNl = config.linkInContainer ? podNl : Netlink.open();
-          try {
-            const master = linkByName(masterNl, config.master);
-            if (!master) throw new CniError(ErrorCode.Internal, `master "${config.master}" not found`);
-            if (link.parentIndex !== master.index) {
-              throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" is not a ${kind.name} of master "${master.name}"`);
-            }
-          } finally {
-            if (masterNl !== podNl) masterNl.close();
+        const masterName = config.master;
+        if (masterName) {
+          const master = config.linkInContainer
+            ? linkByName(podNl, masterName)
+            : withNetlink((hostNl) => linkByName(hostNl, masterName));
+          if (!master) throw new CniError(ErrorCode.Internal, `master "${masterName}" not found`);
+          if (link.parentIndex !== master.index) {
+            throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" is not a ${kind.name} of master "${master.name}"`);
           }
         }
         if (mine.mac && mine.mac.toLowerCase() !== link.mac) {
           throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" has MAC ${link.mac}, expected ${mine.mac}`);
         }
         checkInterface(podNl, link, args.ifName, prev);
-      } finally {
-        podNl.close();
-        pod.close();
-      }
+      });
     },
 
     status(args) {
       const config = kind.loadConfig(args.conf, args.args);
       // Only a configured master on the node can be checked: STATUS has no pod to look into.
-      if (config.master && !config.linkInContainer) {
-        const hostNl = Netlink.open();
-        try {
-          if (!linkByName(hostNl, config.master)) {
-            throw new CniError(ErrorCode.Unavailable, `${kind.name} cannot add interfaces: master "${config.master}" not found`);
-          }
-        } finally {
-          hostNl.close();
-        }
+      const masterName = config.master;
+      if (masterName && !config.linkInContainer && !withNetlink((hostNl) => linkByName(hostNl, masterName))) {
+        throw new CniError(ErrorCode.Unavailable, `${kind.name} cannot add interfaces: master "${masterName}" not found`);
       }
       if (config.hasIpam) ipamStatus(args);
     },
