@@ -6,6 +6,7 @@
 import { Buffer } from "node:buffer";
 import { openSync, writeSync } from "node:fs";
 import { env } from "node:process";
+import { errnoOf, messageOf } from "./errors.ts";
 
 export type LogLevel = "debug" | "info" | "error";
 
@@ -60,7 +61,7 @@ function openSink(file: string | undefined): (line: string) => void {
   try {
     fd = openSync(file, "a", 0o600);
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
+    const reason = messageOf(err);
     toStderr(`${new Date().toISOString()} error log: cannot open log file, logging to stderr: ${reason}\n`);
     return toStderr;
   }
@@ -88,7 +89,7 @@ export function writeAllSync(fd: number, text: string): void {
     try {
       pending = pending.subarray(writeSync(fd, pending));
     } catch (err) {
-      if (!(err instanceof Error && "code" in err && err.code === "EAGAIN")) throw err;
+      if (errnoOf(err) !== "EAGAIN") throw err;
     }
   }
 }

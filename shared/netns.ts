@@ -8,6 +8,7 @@
  */
 import { closeSync, openSync, readFileSync, statfsSync, writeFileSync, writeSync } from "node:fs";
 import { CniError, ErrorCode } from "./cni/errors.ts";
+import { errnoOf, messageOf } from "./errors.ts";
 import { Netlink } from "./netlink/socket.ts";
 import * as libc from "./sys/libc.ts";
 
@@ -50,8 +51,8 @@ export class Netns {
     try {
       fd = openSync(path, "r");
     } catch (err) {
-      if (errnoCode(err) === "ENOENT") throw new NetnsNotFoundError(path);
-      throw new CniError(ErrorCode.InvalidNetns, `failed to open network namespace "${path}": ${describe(err)}`);
+      if (errnoOf(err) === "ENOENT") throw new NetnsNotFoundError(path);
+      throw new CniError(ErrorCode.InvalidNetns, `failed to open network namespace "${path}": ${messageOf(err)}`);
     }
     // Namespace files live on nsfs (or procfs, for /proc/<pid>/ns/net on old kernels). A file
     // elsewhere, e.g. a stale path re-created as a plain file, is not a namespace.
@@ -61,8 +62,8 @@ export class Netns {
     } catch (err) {
       closeSync(fd);
       // Unmounted between our open and our look: as gone as it gets.
-      if (errnoCode(err) === "ENOENT") throw new NetnsNotFoundError(path);
-      throw new CniError(ErrorCode.InvalidNetns, `failed to inspect network namespace "${path}": ${describe(err)}`);
+      if (errnoOf(err) === "ENOENT") throw new NetnsNotFoundError(path);
+      throw new CniError(ErrorCode.InvalidNetns, `failed to inspect network namespace "${path}": ${messageOf(err)}`);
     }
     if (magic !== NSFS_MAGIC && magic !== PROC_SUPER_MAGIC) {
       closeSync(fd);
@@ -163,17 +164,9 @@ function returnHome(origin: number): void {
   try {
     libc.setns(origin, libc.CLONE_NEWNET);
   } catch (err) {
-    const error = new CniError(ErrorCode.Kernel, `cannot return to the plugin's own network namespace: ${describe(err)}`);
+    const error = new CniError(ErrorCode.Kernel, `cannot return to the plugin's own network namespace: ${messageOf(err)}`);
     writeSync(1, JSON.stringify(error.toJSON("1.1.0"), null, 4));
     writeSync(2, `${error.message}\n`);
     process.exit(1);
   }
-}
-
-function errnoCode(err: unknown): string | undefined {
-  return err instanceof Error && "code" in err && typeof err.code === "string" ? err.code : undefined;
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -6,6 +6,7 @@
  */
 import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
 import { StringDecoder } from "node:string_decoder";
+import { errnoOf } from "../../shared/errors.ts";
 
 /** What `poll()` saw: a whole line, nothing yet, or end-of-file (no writer left on the FIFO). */
 export type Poll = { line: string } | "nothing" | "eof";
@@ -42,7 +43,7 @@ export class LineChannel {
       try {
         count = readSync(this.readFd, this.chunk, 0, this.chunk.length, null);
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === "EAGAIN") return "nothing";
+        if (errnoOf(error) === "EAGAIN") return "nothing";
         throw error;
       }
       if (count === 0) return "eof";
@@ -73,7 +74,7 @@ export class LineChannel {
         done += writeSync(this.writeFd, bytes, done);
       } catch (error) {
         // The FIFO is full (64 KiB): qemu passes it on as fast as the guest reads.
-        if ((error as NodeJS.ErrnoException).code !== "EAGAIN") throw error;
+        if (errnoOf(error) !== "EAGAIN") throw error;
         if (Date.now() > deadline) return false;
         sleepSync(1);
       }

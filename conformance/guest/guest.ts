@@ -24,6 +24,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, realpathSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { errnoOf } from "../../shared/errors.ts";
 import { ROOT, localExecutor, type Execution, type Executor } from "../harness.ts";
 import { LineChannel } from "./channel.ts";
 import { initramfs } from "./initramfs.ts";
@@ -280,7 +281,7 @@ export class GuestExecutor implements Executor, IpvlanTarget {
     try {
       delivered = this.channel.writeLine(JSON.stringify(request), deadline);
     } catch (error) {
-      throw this.fail(`sending ${what} failed (${(error as NodeJS.ErrnoException).code}): qemu has exited`);
+      throw this.fail(`sending ${what} failed (${errnoOf(error)}): qemu has exited`);
     }
     if (!delivered) throw this.fail(`the guest did not take ${what} within ${timeoutMs / 1000} s`);
     const result = this.channel.readLine(deadline);

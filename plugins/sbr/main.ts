@@ -10,6 +10,7 @@
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import type { PluginVerbs } from "../../shared/cni/skel.ts";
 import type { CmdArgs, IPConfig, Result } from "../../shared/cni/types.ts";
+import { messageOf } from "../../shared/errors.ts";
 import { kernel } from "../../shared/iface/configure.ts";
 import { type UndoLog, withUndo } from "../../shared/iface/undo.ts";
 import {
@@ -80,7 +81,7 @@ export const sbr: PluginVerbs = {
           try {
             ruleDel(nl, rule);
           } catch (err) {
-            if (!isNotFound(err)) failures.push(`from ${formatIp(rule.src.ip)} lookup ${rule.table}: ${errorText(err)}`);
+            if (!isNotFound(err)) failures.push(`from ${formatIp(rule.src.ip)} lookup ${rule.table}: ${messageOf(err)}`);
           }
         }
         if (failures.length > 0) throw new CniError(ErrorCode.Kernel, `failed to delete rules ${failures.join("; ")}`);
@@ -186,14 +187,14 @@ function keepSubnetRoutesWithHints(nl: Netlink, link: Link, addresses: IPConfig[
     try {
       routeAdd(nl, route, "replace");
     } catch (err) {
-      log.error(`adding source hint for ${ip.address}: ${errorText(err)}`);
+      log.error(`adding source hint for ${ip.address}: ${messageOf(err)}`);
     }
   }
   for (const route of moved.filter((r) => r.scope !== RT_SCOPE_LINK)) {
     try {
       routeDel(nl, route);
     } catch (err) {
-      log.error(`deleting route to ${formatPrefix(route)} from main: ${errorText(err)}`);
+      log.error(`deleting route to ${formatPrefix(route)} from main: ${messageOf(err)}`);
     }
   }
 }
@@ -237,8 +238,4 @@ function sourcesOf(nl: Netlink, args: CmdArgs): IP[] {
 
 function formatPrefix(route: Route): string {
   return route.dst.length === 0 ? "default" : `${formatIp(route.dst.ip)}/${route.dst.length}`;
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

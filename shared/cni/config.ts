@@ -3,6 +3,7 @@
  * typed accessors plugins use for their own keys. Bad values are code 7 (invalid config) with a
  * message naming the key; only unreadable JSON and a bad prevResult are code 6 (decoding).
  */
+import { messageOf } from "../errors.ts";
 import { CniError, ErrorCode, quoteList } from "./errors.ts";
 import { CONTAINER_ID_PATTERN } from "./env.ts";
 import { FieldReader, type IntegerRange, describeValue, isJsonObject } from "./json.ts";
@@ -20,7 +21,7 @@ export function parseNetConf(stdin: string, options: { lenientPrevResult?: boole
   try {
     decoded = JSON.parse(stdin);
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
+    const reason = messageOf(err);
     throw new CniError(ErrorCode.DecodingFailure, `error parsing network configuration: ${reason}`);
   }
   if (!isJsonObject(decoded)) {

@@ -2,6 +2,8 @@
  * CNI error codes (spec 1.1 §"Error") and the error type every plugin throws.
  * Codes below 100 are the spec's; 100 and up are this project's own.
  */
+import { messageOf } from "../errors.ts";
+
 export const ErrorCode = {
   IncompatibleVersion: 1,
   UnsupportedField: 2,
@@ -51,8 +53,7 @@ export class CniError extends Error {
 /** Wraps any thrown value as a CniError, keeping the code of one that already is. */
 export function asCniError(err: unknown): CniError {
   if (err instanceof CniError) return err;
-  if (err instanceof Error) return new CniError(ErrorCode.Internal, err.message);
-  return new CniError(ErrorCode.Internal, String(err));
+  return new CniError(ErrorCode.Internal, messageOf(err));
 }
 
 /**

@@ -7,6 +7,7 @@ import { spawnSync } from "node:child_process";
 import { accessSync, constants, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import { env as processEnv } from "node:process";
+import { errnoOf, messageOf } from "../errors.ts";
 import { CniError, ErrorCode } from "./errors.ts";
 import { isJsonObject } from "./json.ts";
 import type { CmdArgs, Result, Verb } from "./types.ts";
@@ -81,7 +82,7 @@ export function execPlugin(
 
   // A plugin may answer and exit without reading all of stdin (an error before parsing, say):
   // the write then fails with EPIPE, but the plugin's exit status and output are its answer.
-  const brokenPipe = child.error && "code" in child.error && child.error.code === "EPIPE" && child.status !== null;
+  const brokenPipe = errnoOf(child.error) === "EPIPE" && child.status !== null;
   if (child.error && !brokenPipe) {
     throw new CniError(ErrorCode.Delegate, `plugin ${JSON.stringify(name)} failed: ${child.error.message}`);
   }
@@ -125,7 +126,7 @@ export function ipamAdd(args: CmdArgs, options?: ExecOptions): Result {
   try {
     decoded = JSON.parse(stdout);
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
+    const reason = messageOf(err);
     throw new CniError(
       ErrorCode.Delegate,
       `IPAM plugin ${JSON.stringify(type)} printed an unreadable result: ${reason}`,

@@ -6,6 +6,7 @@
  */
 import { readFileSync, statSync } from "node:fs";
 import process from "node:process";
+import { messageOf } from "../errors.ts";
 import { asCniError, CniError, ErrorCode } from "./errors.ts";
 import { gcAttachments, parseNetConf } from "./config.ts";
 import { readEnvironment } from "./env.ts";
@@ -107,7 +108,7 @@ function readStdin(io: PluginIO): string {
   try {
     return io.readStdin();
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
+    const reason = messageOf(err);
     throw new CniError(ErrorCode.IOFailure, `error reading from stdin: ${reason}`);
   }
 }

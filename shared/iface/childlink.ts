@@ -8,6 +8,7 @@ import { CniError, ErrorCode } from "../cni/errors.ts";
 import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus } from "../cni/ipam.ts";
 import type { PluginVerbs } from "../cni/skel.ts";
 import type { CmdArgs, NetConf, Result } from "../cni/types.ts";
+import { errnoOf, messageOf } from "../errors.ts";
 import { logger } from "../log.ts";
 import { type Link, type LinkSpec, linkAdd, linkByName, linkDel, linkSet } from "../netlink/link.ts";
 import { type Netlink, NetlinkError, isNotFound, withNetlink } from "../netlink/socket.ts";
@@ -54,10 +55,10 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
     try {
       linkAdd(masterNl, spec);
     } catch (err) {
-      if (err instanceof NetlinkError && err.errnoName === "EEXIST") {
+      if (err instanceof NetlinkError && errnoOf(err) === "EEXIST") {
         throw new CniError(ErrorCode.Kernel, `interface "${args.ifName}" already exists in the pod`);
       }
-      const reason = err instanceof Error ? err.message : String(err);
+      const reason = messageOf(err);
       throw new CniError(ErrorCode.Kernel, `failed to create ${kind.name} "${args.ifName}" on master "${master.name}": ${reason}`);
     }
     const link = linkByName(podNl, args.ifName);
@@ -104,7 +105,7 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
       try {
         sysctlSet(name, "1");
       } catch (err) {
-        log.debug(`cannot set ${name}: ${err instanceof Error ? err.message : String(err)}`);
+        log.debug(`cannot set ${name}: ${messageOf(err)}`);
       }
     }
   }
@@ -203,7 +204,7 @@ function removeLink(nl: Netlink, index: number, ifName: string): void {
     linkDel(nl, index);
   } catch (err) {
     if (!isNotFound(err)) {
-      throw new CniError(ErrorCode.Kernel, `failed to delete "${ifName}": ${err instanceof Error ? err.message : String(err)}`);
+      throw new CniError(ErrorCode.Kernel, `failed to delete "${ifName}": ${messageOf(err)}`);
     }
   }
 }

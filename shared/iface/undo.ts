@@ -3,6 +3,7 @@
  * link and its IPAM lease): when a later step fails, what the earlier ones did is taken back, so
  * that a failed ADD leaves nothing behind and the runtime need not call DEL for it.
  */
+import { messageOf } from "../errors.ts";
 import type { Logger } from "../log.ts";
 
 /** What ADD changed so far, to take back in reverse order when a later step fails. */
@@ -21,7 +22,7 @@ export class UndoLog {
       try {
         step();
       } catch (err) {
-        this.log.error(`undoing a half-done ADD: ${err instanceof Error ? err.message : String(err)}`);
+        this.log.error(`undoing a half-done ADD: ${messageOf(err)}`);
       }
     }
   }

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, join } from "node:path";
+import { messageOf } from "../errors.ts";
 
 export interface Connection {
   /** "https://10.0.0.1:443", no trailing slash. */
@@ -37,7 +38,7 @@ export async function loadKubeconfig(path: string): Promise<Connection> {
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    throw new KubeconfigError(path, err instanceof Error ? err.message : String(err));
+    throw new KubeconfigError(path, messageOf(err));
   }
   let document: unknown;
   try {
@@ -47,7 +48,7 @@ export async function loadKubeconfig(path: string): Promise<Connection> {
     try {
       document = parse(text);
     } catch (err) {
-      throw new KubeconfigError(path, `not valid YAML: ${err instanceof Error ? err.message : String(err)}`);
+      throw new KubeconfigError(path, `not valid YAML: ${messageOf(err)}`);
     }
   }
   return resolveKubeconfig(document, path);
@@ -158,7 +159,7 @@ function pem(section: Record<string, unknown>, key: string, base: string, path: 
   try {
     return readFileSync(relativeTo(base, file), "utf8");
   } catch (err) {
-    throw new KubeconfigError(path, `${key} ${file}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new KubeconfigError(path, `${key} ${file}: ${messageOf(err)}`);
   }
 }
 

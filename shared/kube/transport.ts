@@ -9,6 +9,7 @@
  * host, as fetch does (the conformance suite runs every request through here).
  */
 import type { Socket } from "bun";
+import { messageOf } from "../errors.ts";
 import { Http1Error, type Http1Response, Http1ResponseParser, encodeRequest } from "./http1.ts";
 
 /** A kept-open connection idle longer than this is replaced, not reused. */
@@ -157,7 +158,7 @@ export class Http1Transport {
       const fail = (error: unknown) => {
         if (settled) return;
         settled = true;
-        reject(error instanceof TransportError ? error : new TransportError(error instanceof Error ? error.message : String(error)));
+        reject(error instanceof TransportError ? error : new TransportError(messageOf(error)));
       };
       try {
         Bun.connect({

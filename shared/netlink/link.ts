@@ -5,9 +5,10 @@
 import { AttrStream, putU32, putU16, getU32 } from "netlink/dist/structs";
 import * as rt from "netlink/dist/rt/structs";
 import * as ifla from "netlink/dist/rt/ifla";
+import { errnoOf } from "../errors.ts";
 import { formatMac, parseMac } from "../ip.ts";
 import { asBuffer, encode } from "./message.ts";
-import { ENODEV, type Netlink, NetlinkError, NLM_F_CREATE, NLM_F_EXCL } from "./socket.ts";
+import { type Netlink, NetlinkError, NLM_F_CREATE, NLM_F_EXCL } from "./socket.ts";
 
 export type MacvlanMode = "private" | "vepa" | "bridge" | "passthru" | "source";
 export type IpvlanMode = "l2" | "l3" | "l3s";
@@ -118,7 +119,7 @@ function linkGet(nl: Netlink, header: rt.Link, attrs: ifla.LinkAttrs): Link | un
   try {
     return decodeLink(nl.get(rt.MessageType.GETLINK, linkMessage(header, attrs)));
   } catch (err) {
-    if (err instanceof NetlinkError && err.errno === ENODEV) return undefined;
+    if (err instanceof NetlinkError && errnoOf(err) === "ENODEV") return undefined;
     throw err;
   }
 }

@@ -10,6 +10,7 @@
  */
 import { formatMessage, parseMessages, parseAttributes, readS32 } from "netlink/dist/structs";
 import { CniError, ErrorCode } from "../cni/errors.ts";
+import { errnoOf } from "../errors.ts";
 import * as libc from "../sys/libc.ts";
 
 const AF_NETLINK = 16;
@@ -37,10 +38,6 @@ const NLMSGERR_ATTR_MSG = 1;
 /** nlmsgerr: s32 error followed by the (capped) header of the request it answers. */
 const NLMSGERR_HEADER_LENGTH = 4 + 16;
 const DUMP_RETRIES = 5;
-export const ENODEV = 19;
-const ENOENT = 2;
-const ESRCH = 3;
-const EADDRNOTAVAIL = 99;
 
 /** A request the kernel refused: errno plus the kernel's own explanation, when it gives one. */
 export class NetlinkError extends CniError {
@@ -51,18 +48,12 @@ export class NetlinkError extends CniError {
     super(ErrorCode.Kernel, extack ? `${libc.describeErrno(errno)}: ${extack}` : libc.describeErrno(errno));
     this.name = "NetlinkError";
   }
-  /** Symbolic errno, e.g. "EEXIST". */
-  get errnoName(): string {
-    return libc.errnoName(this.errno);
-  }
 }
 
 /** True for the errors that mean "that object is already gone". */
 export function isNotFound(err: unknown): boolean {
-  return (
-    err instanceof NetlinkError &&
-    (err.errno === ENODEV || err.errno === ENOENT || err.errno === ESRCH || err.errno === EADDRNOTAVAIL)
-  );
+  const errno = err instanceof NetlinkError ? errnoOf(err) : undefined;
+  return errno === "ENODEV" || errno === "ENOENT" || errno === "ESRCH" || errno === "EADDRNOTAVAIL";
 }
 
 /** A handle on the network namespace it was opened in; the object files' functions take it first. */

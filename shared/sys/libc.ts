@@ -8,7 +8,7 @@
  * because the thread that switched namespaces is the one that does the work and switches back.
  */
 import { dlopen, FFIType, read, CString } from "bun:ffi";
-import { constants as osConstants } from "node:os";
+import { errnoName } from "../errors.ts";
 
 const lib = dlopen("libc.so.6", {
   socket: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
@@ -33,11 +33,7 @@ export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const LOCK_UN = 8;
 
-const errnoNames = new Map<number, string>(
-  Object.entries(osConstants.errno).map(([name, value]) => [value, name]),
-);
-
-/** A failed libc call: the errno, its symbolic name and libc's description of it. */
+/** A failed libc call: the errno (named by errnoOf, shared/errors.ts) and libc's description of it. */
 export class SyscallError extends Error {
   constructor(
     readonly call: string,
@@ -46,21 +42,14 @@ export class SyscallError extends Error {
     super(`${call}: ${describeErrno(errno)}`);
     this.name = "SyscallError";
   }
-  get code(): string {
-    return errnoNames.get(this.errno) ?? `errno ${this.errno}`;
-  }
 }
 
 /** "file exists (EEXIST)": what strerror says, plus the name people search for. */
 export function describeErrno(errno: number): string {
   const text = c.strerror(errno);
   const message = text ? new CString(text).toString().toLowerCase() : `errno ${errno}`;
-  const name = errnoNames.get(errno);
+  const name = errnoName(errno);
   return name ? `${message} (${name})` : message;
-}
-
-export function errnoName(errno: number): string {
-  return errnoNames.get(errno) ?? `errno ${errno}`;
 }
 
 function lastErrno(): number {
