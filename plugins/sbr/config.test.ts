@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { parseNetConf } from "../../shared/cni/config.ts";
 import { formatIp } from "../../shared/ip.ts";
-import { addressesOf, loadConfig } from "./config.ts";
+import { ipsOfInterface, loadConfig } from "./config.ts";
 
 function load(extra: Record<string, unknown>) {
   return loadConfig(parseNetConf(JSON.stringify({ cniVersion: "1.0.0", name: "n", type: "sbr", ...extra })));
@@ -44,6 +44,6 @@ describe("which addresses belong to the interface", () => {
       { address: "10.0.2.1/24" },
       { address: "10.0.3.1/24", interface: 7 },
     ];
-    expect(addressesOf("net1", ips, interfaces).map((ip) => ip.address)).toEqual(["10.0.0.1/24", "10.0.2.1/24", "10.0.3.1/24"]);
+    expect(ipsOfInterface("net1", ips, interfaces).map((ip) => ip.address)).toEqual(["10.0.0.1/24", "10.0.2.1/24", "10.0.3.1/24"]);
   });
 });

@@ -49,7 +49,7 @@ function parseGateways(texts: string[]): Map<Family, IP> {
  * The addresses of prevResult that belong to `ifName`: those pointing at it, and those pointing at
  * no interface (or at an index prevResult does not have), as upstream.
  */
-export function addressesOf(ifName: string, ips: IPConfig[], interfaces: Interface[]): IPConfig[] {
+export function ipsOfInterface(ifName: string, ips: IPConfig[], interfaces: Interface[]): IPConfig[] {
   return ips.filter((ip) => {
     const target = ip.interface === undefined ? undefined : interfaces[ip.interface];
     return target === undefined || target.name === ifName;

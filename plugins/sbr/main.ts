@@ -20,6 +20,7 @@ import {
   bitsOf,
   defaultPrefix,
   formatIp,
+  formatPrefix,
   networkOf,
   parseIp,
   parsePrefix,
@@ -31,9 +32,9 @@ import { addrList } from "../../shared/netlink/addr.ts";
 import { type Link, linkByName } from "../../shared/netlink/link.ts";
 import { type Route, RT_SCOPE_LINK, RT_TABLE_MAIN, routeAdd, routeDel, routeList } from "../../shared/netlink/route.ts";
 import { ruleAdd, ruleDel, ruleList } from "../../shared/netlink/rule.ts";
-import { type Netlink, isNotFound } from "../../shared/netlink/socket.ts";
+import { type Netlink, isAlreadyGone } from "../../shared/netlink/socket.ts";
 import { isNetnsGone, withNetns } from "../../shared/netns.ts";
-import { type SbrConfig, addressesOf, loadConfig } from "./config.ts";
+import { type SbrConfig, ipsOfInterface, loadConfig } from "./config.ts";
 
 const log = logger("sbr");
 /** Tables sbr allocates from; below are the ones people number by hand, 253-255 are the kernel's. */
@@ -50,7 +51,7 @@ export const sbr: PluginVerbs = {
     if (!prev.ips || prev.ips.length === 0) {
       throw new CniError(ErrorCode.InvalidConfig, `no IP addresses supplied on interface: ${args.ifName}`);
     }
-    const addresses = addressesOf(args.ifName, prev.ips, prev.interfaces ?? []);
+    const addresses = ipsOfInterface(args.ifName, prev.ips, prev.interfaces ?? []);
     inLockedNetns(args.netns, (nl) => {
       const link = linkByName(nl, args.ifName);
       if (!link) throw new CniError(ErrorCode.InvalidConfig, `interface "${args.ifName}" not found in the pod`);
@@ -81,7 +82,7 @@ export const sbr: PluginVerbs = {
           try {
             ruleDel(nl, rule);
           } catch (err) {
-            if (!isNotFound(err)) failures.push(`from ${formatIp(rule.src.ip)} lookup ${rule.table}: ${messageOf(err)}`);
+            if (!isAlreadyGone(err)) failures.push(`from ${formatIp(rule.src.ip)} lookup ${rule.table}: ${messageOf(err)}`);
           }
         }
         if (failures.length > 0) throw new CniError(ErrorCode.Kernel, `failed to delete rules ${failures.join("; ")}`);
@@ -96,7 +97,7 @@ export const sbr: PluginVerbs = {
     const config = loadConfig(args.conf);
     const prev = args.conf.prevResult;
     if (!prev) throw new CniError(ErrorCode.InvalidConfig, "required prevResult missing");
-    const addresses = addressesOf(args.ifName, prev.ips ?? [], prev.interfaces ?? []);
+    const addresses = ipsOfInterface(args.ifName, prev.ips ?? [], prev.interfaces ?? []);
     inLockedNetns(args.netns, (nl) => {
       const link = linkByName(nl, args.ifName);
       if (!link) throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" not found in the pod`);
@@ -158,9 +159,9 @@ function routeBySource(nl: Netlink, link: Link, addresses: IPConfig[], config: S
     // Only routes of the address's own family: upstream also copies (and then deletes from main)
     // the other family's routes, which breaks IPv6 link-local on an IPv4-only interface.
     for (const route of mainRoutes) {
-      if (route.family !== host.family || !belongsTo(route, subnet)) continue;
+      if (route.family !== host.family || !belongsToSubnet(route, subnet)) continue;
       const copy = { ...route, table };
-      kernel(`failed to copy route to ${formatPrefix(route)} into table ${table}`, () => routeAdd(nl, copy, "replace"));
+      kernel(`failed to copy route to ${formatDst(route)} into table ${table}`, () => routeAdd(nl, copy, "replace"));
       undo.push(() => routeDel(nl, copy));
     }
   }
@@ -170,7 +171,7 @@ function routeBySource(nl: Netlink, link: Link, addresses: IPConfig[], config: S
     keepSubnetRoutesWithHints(nl, link, addresses, moved);
   } else {
     for (const route of moved) {
-      kernel(`failed to delete route to ${formatPrefix(route)} from the main table`, () => routeDel(nl, route));
+      kernel(`failed to delete route to ${formatDst(route)} from the main table`, () => routeDel(nl, route));
       undo.push(() => routeAdd(nl, route, "add"));
     }
   }
@@ -194,13 +195,13 @@ function keepSubnetRoutesWithHints(nl: Netlink, link: Link, addresses: IPConfig[
     try {
       routeDel(nl, route);
     } catch (err) {
-      log.error(`deleting route to ${formatPrefix(route)} from main: ${messageOf(err)}`);
+      log.error(`deleting route to ${formatDst(route)} from main: ${messageOf(err)}`);
     }
   }
 }
 
 /** Upstream's rule: the route's source or gateway is in the address's subnet, or it has neither. */
-function belongsTo(route: Route, subnet: Prefix): boolean {
+function belongsToSubnet(route: Route, subnet: Prefix): boolean {
   if (route.src && prefixContains(subnet, route.src)) return true;
   if (route.gw && prefixContains(subnet, route.gw)) return true;
   return !route.src && !route.gw;
@@ -232,10 +233,11 @@ function sourcesOf(nl: Netlink, args: CmdArgs): IP[] {
   if (link) sources.push(...addrList(nl, { linkIndex: link.index }).map((a) => a.prefix.ip));
   // prevResult still names the addresses when the interface is already gone.
   const prev = args.conf.prevResult;
-  for (const ip of addressesOf(args.ifName, prev?.ips ?? [], prev?.interfaces ?? [])) sources.push(parsePrefix(ip.address).ip);
+  for (const ip of ipsOfInterface(args.ifName, prev?.ips ?? [], prev?.interfaces ?? [])) sources.push(parsePrefix(ip.address).ip);
   return sources;
 }
 
-function formatPrefix(route: Route): string {
-  return route.dst.length === 0 ? "default" : `${formatIp(route.dst.ip)}/${route.dst.length}`;
+/** A route's destination as messages name it: "default", or the prefix. */
+function formatDst(route: Route): string {
+  return route.dst.length === 0 ? "default" : formatPrefix(route.dst);
 }

@@ -11,7 +11,7 @@ import type { CmdArgs, NetConf, Result } from "../cni/types.ts";
 import { errnoOf, messageOf } from "../errors.ts";
 import { logger } from "../log.ts";
 import { type Link, type LinkSpec, linkAdd, linkByName, linkDel, linkSet } from "../netlink/link.ts";
-import { type Netlink, NetlinkError, isNotFound, withNetlink } from "../netlink/socket.ts";
+import { type Netlink, NetlinkError, isAlreadyGone, withNetlink } from "../netlink/socket.ts";
 import { type Netns, isNetnsGone, sysctlSet, withNetns } from "../netns.ts";
 import type { ChildLinkConfig } from "./childlink-config.ts";
 import { checkInterface, configureInterface, defaultRouteLink, kernel } from "./configure.ts";
@@ -203,7 +203,7 @@ function removeLink(nl: Netlink, index: number, ifName: string): void {
   try {
     linkDel(nl, index);
   } catch (err) {
-    if (!isNotFound(err)) {
+    if (!isAlreadyGone(err)) {
       throw new CniError(ErrorCode.Kernel, `failed to delete "${ifName}": ${messageOf(err)}`);
     }
   }

@@ -51,7 +51,7 @@ export class NetlinkError extends CniError {
 }
 
 /** True for the errors that mean "that object is already gone". */
-export function isNotFound(err: unknown): boolean {
+export function isAlreadyGone(err: unknown): boolean {
   const errno = err instanceof NetlinkError ? errnoOf(err) : undefined;
   return errno === "ENODEV" || errno === "ENOENT" || errno === "ESRCH" || errno === "EADDRNOTAVAIL";
 }
