@@ -25,10 +25,10 @@ const build = await Bun.build({
     autoloadBunfig: false,
     // A plugin's whole life is start-up: code runs a few times and exits. JavaScriptCore's
     // tier-up thresholds × 10 keep it in the interpreter instead of compiling it on JIT threads
-    // (measured: whereabouts ADD 21.8 -> 18.6 ms of CPU, DEL 19.3 -> 16.5; README "Speed").
+    // (what that saves: docs/performance.md#macvlan-and-ipvlan, "Build options").
     jitPolicy: 10,
   },
-  // Bytecode skips parsing at every start (measured: see README "Speed"); minify shrinks what is left.
+  // Bytecode skips parsing at every start (docs/performance.md#macvlan-and-ipvlan); minify shrinks what is left.
   bytecode: true,
   minify: true,
   target: "bun",

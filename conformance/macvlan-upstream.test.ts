@@ -3,8 +3,9 @@
  * node/pod topologies, must give the same result JSON (MAC, sandbox path and key order aside) and
  * the same kernel state in the pod.
  *
- * Differences we chose (README "Differences from upstream") are exercised elsewhere, not here:
- * error objects carry cniVersion, failures clean up after themselves, GC reaches IPAM.
+ * Differences we chose (docs/macvlan.md#differences-from-upstream-macvlan-v191) are exercised
+ * elsewhere, not here: error objects carry cniVersion, failures clean up after themselves, GC
+ * reaches IPAM.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { existsSync } from "node:fs";

@@ -38,7 +38,8 @@ export const UPSTREAM_WHEREABOUTS = join(ROOT, ".cache/upstream/whereabouts-v0.9
 
 /**
  * What a Kubernetes suite runs against: both binaries present, a real API server, its admin
- * client, and the flat file upstream refuses to run without (reference §3.1).
+ * client, and the flat file upstream refuses to run without (whereabouts `pkg/config/config.go`,
+ * `GetFlatIPAM`).
  */
 export async function startSideBySide(): Promise<{ cluster: Cluster; api: AdminApi; flatFile: string }> {
   sweepStale();

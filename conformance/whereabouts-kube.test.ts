@@ -23,7 +23,7 @@ let api: AdminApi;
 let dir: string;
 /** A CNI_PATH whose whereabouts runs in this process's network namespace, where the API server is. */
 let chainDir: string;
-/** Upstream refuses to run without a flat file (reference §3.1): one naming the same kubeconfig. */
+/** Upstream refuses to run without a flat file (whereabouts `pkg/config/config.go`, `GetFlatIPAM`): one naming the same kubeconfig. */
 let flatFile: string;
 
 const kubeStore: StoreUnderTest = {
@@ -111,8 +111,10 @@ async function reservationHolders(): Promise<string[]> {
 
 describe("objects on the API server", () => {
   test("kubectl get ippools,overlappingrangeipreservations -A -o json: upstream's objects, ours and upstream's alike", () => {
-    // Reference §8.2's example pool (pod default/web-0), dual stack, and a named network: every
-    // naming rule of §8.5. web-0 is ours, web-1 upstream's, in the same pools.
+    // Upstream's README example range (192.168.2.225/28), dual stack, and a named network: every
+    // naming rule of upstream's `IPPoolName` and `NormalizeIP` (whereabouts
+    // `pkg/storage/kubernetes/ipam.go`; docs/whereabouts-kubernetes.md#objects). web-0 is ours,
+    // web-1 upstream's, in the same pools.
     const addAs = (binary: "ours" | "upstream", pod: string, containerId: string, extra: Record<string, unknown>) =>
       ips(
         cni(
@@ -411,7 +413,7 @@ describe("interleavings a shared Lease would prevent", () => {
     expect(await reservationHolders()).toEqual(["10.63.0.1=default/pod-0 net1", "10.63.0.2=default/pod-o net1", "10.63.0.3=default/pod-u net1"]);
   });
 
-  test("we claim the address upstream checked a moment before: upstream's ADD fails after writing its entry (its reference §5 step 3), and its retry heals", async () => {
+  test("we claim the address upstream checked a moment before: upstream's ADD fails after writing its entry (its IPManagementKubernetesUpdate, whereabouts pkg/storage/kubernetes/ipam.go), and its retry heals", async () => {
     const upstream = cniAsync(UPSTREAM_WHEREABOUTS, call("ADD", "u"), theirs({ sleep_for_race: 2 }));
     await until("upstream to hold its Lease", async () => (await leaseHolder()) === "default/pod-u");
     // Upstream found .2 free and unreserved, and sleeps before its pool write; we claim .2 now.

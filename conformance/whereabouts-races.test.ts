@@ -3,7 +3,8 @@
  * kube-apiserver and etcd (one cluster for the file); the same with half the nodes running
  * upstream v0.9.4's binary; and a mixed race where every pod fits. The mixed races are the
  * experiment that answers whether our plugin must take upstream's `whereabouts` Lease while
- * upstream nodes remain (README, "Do we take upstream's Lease?"): a duplicate there would say yes.
+ * upstream nodes remain (docs/whereabouts-kubernetes.md#do-we-take-upstreams-lease): a duplicate
+ * there would say yes.
  *
  * A node is a datastore_dir of its own. Every ADD is a separate process. The first two races use
  * a /24 (254 usable addresses) for 500 pods, so one race shows all three promises: every pod that
@@ -50,7 +51,8 @@ beforeAll(async () => {
 beforeEach(async () => {
   await api.clear();
   nodes = Array.from({ length: NODES }, () => mkdtempSync(join(tmpdir(), "cnit-whereabouts-node-")));
-  // The API server's first write of a whereabouts object takes ~2 s (measured): not part of the race.
+  // The API server's first write of a whereabouts object is slow, and not part of the race
+  // (docs/performance.md#the-whereabouts-conformance-races).
   await cniAsync(WHEREABOUTS, call("ADD", "warm-up"), config(0, SLASH24));
   await api.clear();
   return () => {
@@ -182,15 +184,18 @@ function matches(actual: unknown, expected: unknown): boolean {
 }
 
 const oursFull = { code: 102, msg: "no free IP address left in range 10.80.0.0/24 (10.80.0.1-10.80.0.254)" };
-// Upstream's untyped error (reference §2, §5 step e) comes out as code 999.
+// Upstream's untyped error (whereabouts `pkg/allocate/allocate.go`'s, wrapped by
+// `cmd/whereabouts.go`) comes out as code 999: containernetworking/cni `pkg/skel/skel.go` turns
+// any error that is not a `types.Error` into ErrInternal.
 const upstreamFull = { code: 999, msg: "error at storage engine: Could not allocate IP in range: ip: 10.80.0.1 / - 10.80.0.254 / range: 10.80.0.0/24 / excludeRanges: []" };
 const allOurs = (): NodePlan => ({ binary: "ours", pods: PODS / NODES, inFlight: IN_FLIGHT_PER_NODE });
 
 /**
  * Upstream's nodes start 10 pods each, not 50: every upstream ADD, even one that finds the range
- * full, waits for upstream's Lease in turn, and on this machine the Lease changes hands about
- * once a second once our ADDs are done (measured: 250 upstream ADDs kept the race going for
- * 245 s). 50 of them still run from the first second of the race to after its end.
+ * full, waits for upstream's Lease in turn, and the Lease changes hands slowly once our ADDs are
+ * done: 250 upstream ADDs would keep the race going for minutes
+ * (docs/performance.md#the-whereabouts-conformance-races). 50 of them still run from the first
+ * second of the race to after its end.
  */
 const UPSTREAM_PODS_PER_NODE = 10;
 const upstreamHalf = (node: number): NodePlan =>
@@ -233,9 +238,10 @@ test(
   async () => {
     // In the /24 race our ADDs fill the range while upstream's wait for its Lease. Here every pod
     // fits and our nodes run one ADD at a time, to leave upstream's Lease holder room for its
-    // writes. (Measured: even so, upstream's ADDs mostly complete only after ours, 1 of 48 in
-    // one run; the console line counts them. The interleavings that matter are forced one by one
-    // with sleep_for_race in whereabouts-kube.test.ts.)
+    // writes. (Even so, upstream's ADDs mostly complete only after ours
+    // (docs/performance.md#the-whereabouts-conformance-races); the console line counts them. The
+    // interleavings that matter are forced one by one with sleep_for_race in
+    // whereabouts-kube.test.ts.)
     const plan = (node: number): NodePlan =>
       node < NODES / 2 ? { binary: "upstream", pods: UPSTREAM_PODS_PER_NODE, inFlight: IN_FLIGHT_PER_NODE } : { binary: "ours", pods: PODS / NODES, inFlight: 1 };
     const started = performance.now();

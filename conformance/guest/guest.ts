@@ -5,20 +5,13 @@
  *   beforeAll(async () => useExecutor((guest = await bootGuest())));
  *   afterAll(() => guest.shutdown());
  *
- * This machine's kernel has no IPVLAN and nested KVM does not work here (see
- * /work/shared/recipes/kernel-vm.md), hence TCG. The guest sees the checkout read-only and a
- * scratch folder read-write, both over 9p at the same absolute paths as on the host, so bin/<plugin>,
- * the upstream binaries and pluginDir()'s folders work unchanged. Its agent (agent.ts, run by the
- * project's Bun runtime) executes one command per request over a virtio-serial port.
- *
- * Measured on this project's machine (2 cores, qemu 7.2 TCG, kernel 6.1.0-56-amd64, -smp 1):
- *   boot, qemu start to the agent's hello   4.0-4.8 s (kernel to /init ~2 s, modules and 9p
- *                                            ~0.8 s, Bun's first start from 9p ~1.2 s);
- *                                            +1 s once, to build the initramfs and unpack the kernel
- *   per-call overhead, run(["true"])         11-15 ms (`ip -j -d link show`: ~50 ms)
- *   first Bun executable (bin/macvlan)       1.2-1.4 s (its 107 MB read over 9p), later ~180-210 ms
- *   upstream Go plugin (static VERSION)      ~45 ms
- * -smp 2 was slower (boot 6.3-6.7 s), mitigations=off made no difference.
+ * The development machine's kernel has no IPVLAN (docs/ipvlan.md#running-the-ipvlan-cases), and
+ * nested KVM does not work there (`-cpu host` aborts on MSR 0x10a; with other CPU models the guest
+ * never reaches its console), hence TCG. The guest sees the checkout read-only and a scratch folder
+ * read-write, both over 9p at the same absolute paths as on the host, so bin/<plugin>, the upstream
+ * binaries and pluginDir()'s folders work unchanged. Its agent (agent.ts, run by the project's Bun
+ * runtime) executes one command per request over a virtio-serial port. What boot and a call cost:
+ * docs/performance.md#the-ipvlan-guest.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, realpathSync, rmSync } from "node:fs";
@@ -96,7 +89,7 @@ export async function bootGuest(options: GuestOptions = {}): Promise<GuestExecut
     ...["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"],
     // No default devices: no NIC on a host network, no monitor, no VGA; the serial console to a file.
     ...["-nodefaults", "-display", "none", "-no-reboot", "-serial", `file:${qemuValue(consoleLog)}`],
-    // qboot, a minimal firmware, starts a kernel sooner than SeaBIOS (measured: 0.25 s sooner under TCG).
+    // qboot, a minimal firmware, starts a kernel sooner than SeaBIOS (docs/performance.md#the-ipvlan-guest).
     ...(existsSync(QBOOT) ? ["-bios", QBOOT] : []),
     ...["-kernel", vmlinux, "-initrd", image, "-append", commandLine],
     ...share("repo", ROOT, true),

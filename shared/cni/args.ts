@@ -1,7 +1,8 @@
 /**
- * CNI_ARGS: `K=V;K2=V2` (reference §1.3). Keys are matched case-sensitively, and an unknown key
- * is an error unless IgnoreUnknown is true: upstream plugins behave this way, and runtimes
- * (kubelet, multus) add IgnoreUnknown=1 when they pass keys a plugin may not know.
+ * CNI_ARGS: `K=V;K2=V2`, as upstream's `LoadArgs` reads it (containernetworking/cni
+ * `pkg/types/args.go`). Keys are matched case-sensitively, and an unknown key is an error unless
+ * IgnoreUnknown is true: upstream plugins behave this way, and runtimes (kubelet, multus) add
+ * IgnoreUnknown=1 when they pass keys a plugin may not know.
  */
 import { CniError, ErrorCode, quoteList } from "./errors.ts";
 

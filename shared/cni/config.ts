@@ -1,7 +1,8 @@
 /**
- * The network configuration on stdin (reference §1.2, §1.3): the keys every plugin shares, plus
- * typed accessors plugins use for their own keys. Bad values are code 7 (invalid config) with a
- * message naming the key; only unreadable JSON and a bad prevResult are code 6 (decoding).
+ * The network configuration on stdin (containernetworking/cni `SPEC.md`, read as upstream's
+ * `pkg/skel/skel.go` does): the keys every plugin shares, plus typed accessors plugins use for
+ * their own keys. Bad values are code 7 (invalid config) with a message naming the key; only
+ * unreadable JSON and a bad prevResult are code 6 (decoding).
  */
 import { messageOf } from "../errors.ts";
 import { CniError, ErrorCode, quoteList } from "./errors.ts";

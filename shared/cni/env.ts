@@ -1,5 +1,6 @@
 /**
- * The CNI_* environment variables (reference §1.1), validated per verb the way upstream skel does.
+ * The CNI_* environment variables, validated per verb the way upstream skel does
+ * (containernetworking/cni `pkg/skel/skel.go`).
  */
 import { CniError, ErrorCode } from "./errors.ts";
 import type { CmdArgs, Verb } from "./types.ts";

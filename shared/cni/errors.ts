@@ -1,5 +1,6 @@
 /**
- * CNI error codes (spec 1.1 §"Error") and the error type every plugin throws.
+ * CNI error codes (containernetworking/cni `SPEC.md`, "Error"; `pkg/types/types.go`) and the
+ * error type every plugin throws.
  * Codes below 100 are the spec's; 100 and up are this project's own.
  */
 import { messageOf } from "../errors.ts";

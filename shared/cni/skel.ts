@@ -1,8 +1,9 @@
 /**
  * The dispatcher every plugin's entry point calls: reads the CNI_* environment and stdin,
  * validates them, runs the verb, and prints exactly one result or error object on stdout
- * (reference §1.1, §1.2, §1.5). The order of the checks follows upstream skel, so the same bad
- * request gets the same error from our plugins and from upstream's.
+ * (containernetworking/cni `pkg/skel/skel.go`; the error object is `Error` in
+ * `pkg/types/types.go`). The order of the checks follows upstream skel, so the same bad request
+ * gets the same error from our plugins and from upstream's.
  */
 import { readFileSync, statSync } from "node:fs";
 import process from "node:process";

@@ -52,7 +52,7 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | JsonObj
 
 export type Verb = "ADD" | "DEL" | "CHECK" | "STATUS" | "GC" | "VERSION";
 
-/** The keys every plugin's configuration shares (spec §3). */
+/** The keys every plugin's configuration shares (upstream's `NetConf`, containernetworking/cni `pkg/types/types.go`). */
 export interface NetConf {
   cniVersion: string;
   name: string;

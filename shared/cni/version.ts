@@ -1,6 +1,7 @@
 /**
- * CNI versions: which ones we speak and which verbs each allows (reference §1.6). Results in the
- * shape of each version are ./result.ts's.
+ * CNI versions: which ones we speak and which verbs each allows (containernetworking/cni
+ * `pkg/skel/skel.go` and `pkg/version/version.go`). Results in the shape of each version are
+ * ./result.ts's.
  */
 import { CniError, ErrorCode, quoteList } from "./errors.ts";
 import type { JsonObject, Verb } from "./types.ts";

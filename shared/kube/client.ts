@@ -1,7 +1,8 @@
 /**
  * A thin typed Kubernetes API client: the handful of calls a CNI plugin makes, each bounded by a
  * deadline, over one kept-open connection (transport.ts). Chosen over @kubernetes/client-node by
- * measurement (README, "Kubernetes client"): that library adds ~18 ms to every plugin start.
+ * measurement: loading that library is a cost every plugin start pays
+ * (docs/performance.md#start-up-costs-behind-the-clients-design).
  *
  * Failures are typed: `KubeUnavailableError` when the API cannot be reached or answers too
  * slowly (the plugin answers "try again later"), `KubeApiError` for an answer with an error status.

@@ -2,9 +2,10 @@
  * The Kubernetes client's connection: HTTP/1.1 (http1.ts) over one TLS socket of Bun's
  * (`Bun.connect`), kept open for the plugin's few requests, which go one at a time.
  *
- * Why not fetch: a plugin process makes one connection, and fetch's first request costs ~9 ms of
- * CPU (its HTTP client thread and TLS setup; perf stat, README "Kubernetes client"); a socket of
- * Bun's with the same certificate checks costs ~3.5 ms, and every ADD and DEL pays it.
+ * Why not fetch: a plugin process makes one connection, and fetch's first request (its HTTP
+ * client thread and TLS setup) costs several times the CPU of a socket of Bun's with the same
+ * certificate checks, which every ADD and DEL pays
+ * (docs/performance.md#start-up-costs-behind-the-clients-design).
  * Bun.connect verifies the server's chain against `ca` and its name (or IP) against the URL's
  * host, as fetch does (the conformance suite runs every request through here).
  */
