@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, test } from "vitest";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,6 +7,24 @@ import { KubeconfigError, currentToken, inClusterConnection, loadKubeconfig, res
 
 const dir = mkdtempSync(join(tmpdir(), "kubeconfig-test-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** The project's Bun runtime (package.json), which the plugins are compiled with. */
+const BUN = join(import.meta.dirname, "../../node_modules/.bin/bun");
+
+/**
+ * loadKubeconfig as the plugins run it: under Bun, whose YAML parser is the only one config.ts
+ * uses (Node has none). One `bun` process per call, running this very module.
+ */
+function loadUnderBun(path: string): { connection: unknown } | { error: string } {
+  const script = `
+    const { loadKubeconfig } = await import(process.argv[1]);
+    try {
+      console.log(JSON.stringify({ connection: await loadKubeconfig(process.argv[2]) }));
+    } catch (err) {
+      console.log(JSON.stringify({ error: \`\${err.name}: \${err.message}\` }));
+    }`;
+  return JSON.parse(execFileSync(BUN, ["-e", script, join(import.meta.dirname, "config.ts"), path], { encoding: "utf8" }));
+}
 
 const PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
@@ -56,7 +75,7 @@ describe("kubeconfig", () => {
     expect(currentToken(c)).toBe("from-file");
   });
 
-  test("YAML, as kubectl and upstream's installer write it", async () => {
+  test("YAML, as kubectl and upstream's installer write it, read by Bun's parser as in the plugins", () => {
     const path = join(dir, "yaml.kubeconfig");
     writeFileSync(
       path,
@@ -65,6 +84,7 @@ describe("kubeconfig", () => {
         "clusters:",
         "- cluster:",
         "    server: https://127.0.0.1:443",
+        `    certificate-authority-data: ${Buffer.from(PEM).toString("base64")}`,
         "    insecure-skip-tls-verify: true",
         "  name: local",
         "contexts:",
@@ -82,8 +102,21 @@ describe("kubeconfig", () => {
         "",
       ].join("\n"),
     );
-    const c = await loadKubeconfig(path);
-    expect(c).toMatchObject({ server: "https://127.0.0.1:443", token: "t0k", namespace: "kube-system", insecureSkipTlsVerify: true });
+    expect(loadUnderBun(path)).toEqual({
+      connection: { server: "https://127.0.0.1:443", ca: PEM, token: "t0k", namespace: "kube-system", insecureSkipTlsVerify: true },
+    });
+  });
+
+  test("a file that is neither JSON nor YAML, read as the plugins read it", () => {
+    const path = join(dir, "broken.kubeconfig");
+    writeFileSync(path, "clusters: [\n  - {server: \n");
+    expect(loadUnderBun(path)).toEqual({ error: expect.stringMatching(/^KubeconfigError: kubeconfig .*broken.kubeconfig: not valid YAML: /) });
+  });
+
+  test("outside Bun, YAML is not read at all: there is no second parser to drift from Bun's", async () => {
+    const path = join(dir, "yaml-under-node.kubeconfig");
+    writeFileSync(path, "current-context: c\n");
+    await expect(loadKubeconfig(path)).rejects.toThrow(/not valid YAML: YAML is read by Bun's parser, and this is not Bun/);
   });
 
   test.each([

@@ -44,9 +44,8 @@ export async function loadKubeconfig(path: string): Promise<Connection> {
   try {
     document = JSON.parse(text);
   } catch {
-    const parse = await yamlParser();
     try {
-      document = parse(text);
+      document = parseYaml(text);
     } catch (err) {
       throw new KubeconfigError(path, `not valid YAML: ${messageOf(err)}`);
     }
@@ -55,13 +54,14 @@ export async function loadKubeconfig(path: string): Promise<Connection> {
 }
 
 /**
- * Bun's own YAML parser in the plugins: the yaml package costs a compiled plugin ~11 ms of CPU
- * to load and run on a kubeconfig, Bun's ~1.7 ms (perf stat), and upstream's installer writes
- * YAML. The package where there is no Bun (the unit tests, under Node).
+ * Upstream's installer writes YAML, and the plugins read it with Bun's own parser, which costs a
+ * process far less than the yaml package (docs/performance.md#start-up-costs-behind-the-clients-design).
+ * It is the only YAML parser here: under Node there is none, and the unit tests read YAML
+ * kubeconfigs through Bun as the plugins do (config.test.ts).
  */
-async function yamlParser(): Promise<(text: string) => unknown> {
-  if (typeof Bun !== "undefined") return (text) => Bun.YAML.parse(text);
-  return (await import("yaml")).parse;
+function parseYaml(text: string): unknown {
+  if (typeof Bun === "undefined") throw new Error("YAML is read by Bun's parser, and this is not Bun");
+  return Bun.YAML.parse(text);
 }
 
 /** The connection a decoded kubeconfig describes through its current context. */
