@@ -40,7 +40,7 @@ describe("a node's ADDs of one pool, served together", () => {
     const dir = lockDir();
     const locked: string[] = [];
     let led = 0;
-    const batch = new FileNodeBatch(dir, (path) => (locked.push(path), () => {}), { alive, onLead: () => void led++ });
+    const batch = new FileNodeBatch(dir, (path) => (locked.push(path), () => {}), { alive, onTurn: () => void led++ });
     const leads: BatchRequester[][] = [];
     const outcome = await batch.run("pool", "fp", pod(1), async (requesters) => (leads.push(requesters), [given(1)]));
     expect(outcome).toEqual(given(1));
@@ -119,5 +119,34 @@ describe("a node's ADDs of one pool, served together", () => {
     await expect(batch.run("pool", "fp", pod(1), async () => Promise.reject(new Error("API down")))).rejects.toThrow("API down");
     expect(readdirSync(queue(dir))).toEqual(["b.request"]);
     expect(released).toBe(1);
+  });
+
+  test("requesters the leader had no time to serve get no answer and stay queued", async () => {
+    const dir = lockDir();
+    const batch = batchFinding(dir, [
+      [dir, "b", 101, "fp", pod(2)],
+      [dir, "c", 102, "fp", pod(3)],
+    ]);
+    let served: BatchRequester[] = [];
+    await batch.run("pool", "fp", pod(1), async (requesters) => ((served = requesters), [given(1), given(2)]));
+    const answered = served[1]!.containerId === "ctr-2" ? "b" : "c";
+    const left = answered === "b" ? "c" : "b";
+    expect(readdirSync(queue(dir)).sort()).toEqual([`${answered}.answer`, `${left}.request`].sort());
+  });
+
+  test("alone: a torn-down sandbox's request and answer are withdrawn before the work, between batches", async () => {
+    const dir = lockDir();
+    const locked: string[] = [];
+    let turns = 0;
+    const batch = new FileNodeBatch(dir, (path) => (locked.push(path), () => {}), { alive, onTurn: () => void turns++ });
+    await batch.run("pool", "fp", pod(9), async () => [given(9)]);
+    enqueue(dir, "ctr-2:net1", 101, "fp", pod(2));
+    writeFileSync(join(queue(dir), "ctr-2:net1.answer"), JSON.stringify(given(2)));
+    enqueue(dir, "ctr-3:net1", 102, "fp", pod(3));
+    let seen: string[] = [];
+    expect(await batch.alone("pool", pod(2), async () => ((seen = readdirSync(queue(dir))), "released"))).toBe("released");
+    expect(seen).toEqual(["ctr-3:net1.request"]);
+    expect(locked).toEqual([join(dir, "pool.batch.lock"), join(dir, "pool.batch.lock")]);
+    expect(turns).toBe(2);
   });
 });

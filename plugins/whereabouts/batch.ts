@@ -30,11 +30,19 @@ export type BatchOutcome =
   | { address: string; key: string; created: boolean }
   | { error: { code: number; msg: string; details?: string } };
 
-/** Leads a batch: one outcome per requester, in order. */
+/**
+ * Leads a batch: one outcome per requester it served, in order, the leader first; requesters
+ * past the end of the list were not served and stay queued (each then leads for itself).
+ */
 export type Lead = (requesters: BatchRequester[]) => Promise<BatchOutcome[]>;
 
 export interface NodeBatch {
   run(poolName: string, fingerprint: string, who: BatchRequester, lead: Lead): Promise<BatchOutcome>;
+  /**
+   * Runs `work` between batches of the pool, after withdrawing the container's queued request
+   * and answer for the interface: no batch serves that sandbox after `work` (its release).
+   */
+  alone<T>(poolName: string, sandbox: Pick<BatchRequester, "containerId" | "ifName">, work: () => Promise<T>): Promise<T>;
 }
 
 interface QueuedRequest {
@@ -54,7 +62,7 @@ export class FileNodeBatch implements NodeBatch {
   constructor(
     private readonly dir: string,
     private readonly lock: (path: string) => () => void,
-    private readonly options: { onLead?: () => void; alive?: (pid: number) => boolean } = {},
+    private readonly options: { onTurn?: () => void; alive?: (pid: number) => boolean } = {},
   ) {}
 
   async run(poolName: string, fingerprint: string, who: BatchRequester, lead: Lead): Promise<BatchOutcome> {
@@ -74,15 +82,32 @@ export class FileNodeBatch implements NodeBatch {
         return JSON.parse(served) as BatchOutcome;
       }
       const others = this.queued(queue, id, fingerprint, who);
-      this.options.onLead?.();
+      this.options.onTurn?.();
       const outcomes = await lead([who, ...others.map((other) => other.who)]);
       for (const [n, other] of others.entries()) {
-        writeFileAtomic(join(queue, `${other.id}.answer`), JSON.stringify(outcomes[n + 1]));
+        const outcome = outcomes[n + 1];
+        if (outcome === undefined) break;
+        writeFileAtomic(join(queue, `${other.id}.answer`), JSON.stringify(outcome));
         rmSync(join(queue, `${other.id}.request`), { force: true });
       }
       return outcomes[0]!;
     } finally {
       rmSync(request, { force: true });
+      release();
+    }
+  }
+
+  async alone<T>(poolName: string, sandbox: Pick<BatchRequester, "containerId" | "ifName">, work: () => Promise<T>): Promise<T> {
+    const queue = join(this.dir, `${poolName}.queue`);
+    mkdirSync(queue, { recursive: true, mode: 0o700 });
+    const release = this.lock(join(this.dir, `${poolName}.batch.lock`));
+    try {
+      const id = requestId(sandbox);
+      rmSync(join(queue, `${id}.request`), { force: true });
+      rmSync(join(queue, `${id}.answer`), { force: true });
+      this.options.onTurn?.();
+      return await work();
+    } finally {
       release();
     }
   }
@@ -130,7 +155,7 @@ export class FileNodeBatch implements NodeBatch {
  * ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ and interface names hold no '/' or ':' (the CNI spec).
  * (Not a hash: loading node:crypto alone cost every ADD ~1.5 ms of CPU.)
  */
-function requestId(who: BatchRequester): string {
+function requestId(who: Pick<BatchRequester, "containerId" | "ifName">): string {
   return `${who.containerId}:${who.ifName}`;
 }
 

@@ -53,12 +53,17 @@ function isNotFound(err: unknown): boolean {
   return err instanceof Error && "code" in err && err.code === "ENOENT";
 }
 
+/** The folder of one `network_name`'s pools and reservations (and its journal) under `datastore_dir`. */
+export function fileStoreRoot(dir: string, networkName: string): string {
+  return join(dir, networkName || DEFAULT_SCOPE);
+}
+
 class FileStore implements WhereaboutsStore {
   private readonly root: string;
   private readonly lock: Locker;
 
   constructor(options: FileStoreOptions) {
-    this.root = join(options.dir, options.networkName || DEFAULT_SCOPE);
+    this.root = fileStoreRoot(options.dir, options.networkName);
     this.lock = options.lock;
   }
 

@@ -1,72 +1,264 @@
 /**
- * The node's journal of releases the Kubernetes API could not take: a DEL must neither block pod
- * teardown nor lose the release, so it records the release here (one file per attachment, 0600,
- * written atomically) and succeeds; later invocations on the node replay and remove the entries.
- * An ADD that could not take back a reservation it claimed (the API went away midway) records
- * that reservation the same way.
+ * The node's journal of what the store is still owed: releases that later invocations on the
+ * node replay. Two kinds of entry, one file each, 0600:
+ *
+ * - `<network>:<container>:<ifname>.release.json`: a DEL the Kubernetes API could not take. A DEL
+ *   must neither block pod teardown nor lose the release, so it records the release here and
+ *   succeeds; the replay releases the attachment's allocations.
+ * - `<network>:<container>:<ifname>.<pid>.reservations`: an invocation's reservation log. Every
+ *   reservation an invocation may leave behind is logged before it is claimed, and marked
+ *   settled once a pool entry backs it or it is released. The invocation holds an flock on its
+ *   log while it runs and removes the log when everything is settled. A log left behind (the
+ *   process was killed, as a runtime kills an ADD past its deadline, or a release failed) is
+ *   unlocked: the replay releases each unsettled reservation unless the pool gives its address
+ *   to its holder (operations.ts releaseOrphan). This is what keeps a killed ADD from blocking an
+ *   address for good.
+ *
+ * Whoever replays an entry holds its flock meanwhile, so concurrent invocations never replay one
+ * entry twice, and an entry that cannot be locked (in flight or being replayed) is passed over.
  */
-import { mkdirSync, readFileSync, readdirSync, unlinkSync } from "node:fs";
+import { closeSync, mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { errnoOf } from "../../shared/errors.ts";
 import { writeFileAtomically } from "./atomic.ts";
-import { attachmentFileName } from "./ledger.ts";
-import type { UnreleasedReservation } from "./operations.ts";
+import { type LockFile, attachmentFileName } from "./ledger.ts";
+import type { UnreleasedReservation } from "./store.ts";
 
-export interface PendingRelease {
-  /** The network configuration the DEL received (stdin), to open the same store and ranges. */
+/** The invocation an entry comes from: enough to open the same store and ranges again. */
+export interface Origin {
+  /** The network configuration the invocation received (stdin). */
   config: string;
   cniArgs: string;
   containerId: string;
   ifName: string;
+}
+
+/** What a replay owes: the attachment's allocations (a DEL), or only these reservations. */
+export type JournalEntry =
+  | { kind: "attachment"; path: string; origin: Origin; recordedAt: string }
+  | { kind: "reservations"; path: string; origin: Origin; recordedAt: string; reservations: UnreleasedReservation[] };
+
+/** An entry held (locked) for replay: `done` removes it, `leave` keeps it for a later replay. */
+export interface HeldEntry {
+  entry: JournalEntry;
+  done(): void;
+  leave(): void;
+}
+
+const RELEASE = ".release.json";
+/** Logs this process opened so far. */
+let logs = 0;
+const RESERVATIONS = ".reservations";
+
+/** A release entry as written; `reservation` is what entries before the reservation logs carried. */
+interface ReleaseFile extends Origin {
   recordedAt: string;
-  /** Only this reservation, not the attachment's allocations. */
   reservation?: UnreleasedReservation;
 }
 
-export interface JournalEntry {
-  path: string;
-  release: PendingRelease;
-}
-
-const SUFFIX = ".release.json";
+type LogLine = { origin: Origin; recordedAt: string } | { track: UnreleasedReservation } | { settle: UnreleasedReservation };
 
 export class ReleaseJournal {
-  constructor(readonly dir: string) {}
+  constructor(
+    readonly dir: string,
+    private readonly lockFile: LockFile,
+  ) {}
 
-  /** Records a release; the same attachment recorded twice is one entry. */
-  record(network: string, release: PendingRelease): string {
+  /** Records a DEL's release of the attachment's allocations; the same attachment recorded twice is one entry. */
+  record(network: string, origin: Origin): string {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const path = join(this.dir, `${attachmentFileName({ network, containerId: origin.containerId, ifName: origin.ifName })}${RELEASE}`);
     // The temporary name is per process: there is no lock.
-    const attachment = attachmentFileName({ network, containerId: release.containerId, ifName: release.ifName });
-    const path = join(this.dir, `${release.reservation ? `${attachment}:${release.reservation.address}` : attachment}${SUFFIX}`);
-    writeFileAtomically(path, JSON.stringify(release), `${path}.${process.pid}.tmp`);
+    writeFileAtomically(path, JSON.stringify({ ...origin, recordedAt: new Date().toISOString() } satisfies ReleaseFile), `${path}.${process.pid}.tmp`);
     return path;
   }
 
-  /** The entries waiting, oldest first; unreadable ones are skipped (and left for a human). */
-  pending(): JournalEntry[] {
-    let names: string[];
-    try {
-      names = readdirSync(this.dir).filter((name) => name.endsWith(SUFFIX));
-    } catch {
-      return [];
-    }
-    const entries: JournalEntry[] = [];
-    for (const name of names) {
-      const path = join(this.dir, name);
-      try {
-        entries.push({ path, release: JSON.parse(readFileSync(path, "utf8")) as PendingRelease });
-      } catch {
-        // Another process replayed and removed it meanwhile, or it is damaged.
-      }
-    }
-    return entries.sort((a, b) => a.release.recordedAt.localeCompare(b.release.recordedAt));
+  /** This invocation's reservation log, created with its first reservation. */
+  log(network: string, origin: Origin): ReservationLog {
+    // The process and a counter: an invocation may open a log for a replayed entry of its own attachment.
+    const name = `${attachmentFileName({ network, containerId: origin.containerId, ifName: origin.ifName })}.${process.pid}-${++logs}`;
+    return new ReservationLog(this.dir, name, origin, this.lockFile);
   }
 
-  forget(entry: JournalEntry): void {
+  /**
+   * The entries nobody holds, each locked as it is handed out: the caller replays it and calls
+   * `done` or `leave` (an entry the caller does neither with is unlocked when it asks for the
+   * next one or stops). Entries another process holds, and entries that cannot be read (left
+   * for a human), are passed over.
+   */
+  *take(): Generator<HeldEntry> {
+    let names: string[];
     try {
-      unlinkSync(entry.path);
+      names = readdirSync(this.dir).filter((name) => name.endsWith(RELEASE) || name.endsWith(RESERVATIONS));
     } catch {
-      // Replayed by another process at the same time: already gone.
+      return;
     }
+    for (const name of names) {
+      const path = join(this.dir, name);
+      let fd: number | undefined;
+      try {
+        fd = this.lockFile(path, "r", false);
+      } catch (err) {
+        if (errnoOf(err) === "ENOENT") continue; // Replayed and removed by another process meanwhile.
+        throw err;
+      }
+      if (fd === undefined) continue;
+      let open = true;
+      const unlock = () => {
+        if (open) closeSync(fd);
+        open = false;
+      };
+      try {
+        const entry = readEntry(path, readFileSync(fd, "utf8"));
+        if (!entry) continue;
+        yield {
+          entry,
+          done: () => {
+            unlinkQuietly(path);
+            unlock();
+          },
+          leave: unlock,
+        };
+      } finally {
+        unlock();
+      }
+    }
+  }
+}
+
+/**
+ * One invocation's log of the reservations it may leave behind (see the file's opening comment).
+ * Lines of JSON, appended: a line cut short by a kill is the reservation it was about to log,
+ * which was not claimed yet.
+ */
+export class ReservationLog {
+  private fd: number | undefined;
+  private readonly open = new Map<string, UnreleasedReservation>();
+
+  constructor(
+    private readonly dir: string,
+    private readonly name: string,
+    private readonly origin: Origin,
+    private readonly lockFile: LockFile,
+  ) {}
+
+  /** Logs `reservation` as one this invocation may leave behind: before it is claimed, or when its release failed. */
+  track(reservation: UnreleasedReservation): void {
+    const key = keyOf(reservation);
+    if (this.open.has(key)) return;
+    this.append({ track: reservation });
+    this.open.set(key, reservation);
+  }
+
+  /** The reservation is backed by a pool entry, released, or not ours after all. */
+  settle(reservation: UnreleasedReservation): void {
+    const key = keyOf(reservation);
+    if (!this.open.delete(key)) return;
+    this.append({ settle: reservation });
+  }
+
+  /** What is still tracked. */
+  unsettled(): UnreleasedReservation[] {
+    return [...this.open.values()];
+  }
+
+  /** At the invocation's end: the log goes when all is settled, and stays, unlocked, for a replay otherwise. */
+  close(): void {
+    if (this.fd === undefined) return;
+    if (this.open.size === 0) unlinkQuietly(join(this.dir, `${this.name}${RESERVATIONS}`));
+    closeSync(this.fd);
+    this.fd = undefined;
+  }
+
+  private append(line: LogLine): void {
+    if (this.fd === undefined) this.fd = this.create();
+    const bytes = Buffer.from(`${JSON.stringify(line)}\n`);
+    for (let off = 0; off < bytes.length; ) off += writeSync(this.fd, bytes, off);
+  }
+
+  /**
+   * Created under a temporary name, locked and given its header there, then renamed into place:
+   * a replay never finds it unlocked or without its origin while this process lives. Not
+   * synced: it guards against this process dying, not the node (whose reboot ends every ADD
+   * anyway, and whose pool entries outlive it).
+   */
+  private create(): number {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const path = join(this.dir, `${this.name}${RESERVATIONS}`);
+    const temporary = `${path}.tmp`;
+    const fd = this.lockFile(temporary, "a", true)!;
+    try {
+      const header = Buffer.from(`${JSON.stringify({ origin: this.origin, recordedAt: new Date().toISOString() } satisfies LogLine)}\n`);
+      for (let off = 0; off < header.length; ) off += writeSync(fd, header, off);
+      renameSync(temporary, path);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    return fd;
+  }
+}
+
+function keyOf(r: UnreleasedReservation): string {
+  return `${r.range}\0${r.address}\0${r.holder.podref}\0${r.holder.ifname ?? ""}`;
+}
+
+function readEntry(path: string, text: string): JournalEntry | undefined {
+  if (path.endsWith(RELEASE)) {
+    const file = parseJson(text);
+    if (!isReleaseFile(file)) return undefined;
+    const origin = { config: file.config, cniArgs: file.cniArgs, containerId: file.containerId, ifName: file.ifName };
+    return file.reservation
+      ? { kind: "reservations", path, origin, recordedAt: file.recordedAt, reservations: [file.reservation] }
+      : { kind: "attachment", path, origin, recordedAt: file.recordedAt };
+  }
+  let header: { origin: Origin; recordedAt: string } | undefined;
+  const open = new Map<string, UnreleasedReservation>();
+  for (const row of text.split("\n")) {
+    const line = parseJson(row);
+    if (!header) {
+      if (!(isObject(line) && isOrigin(line.origin) && typeof line.recordedAt === "string")) return undefined;
+      header = { origin: line.origin, recordedAt: line.recordedAt };
+    } else if (isObject(line) && isReservation(line.track)) {
+      open.set(keyOf(line.track), line.track);
+    } else if (isObject(line) && isReservation(line.settle)) {
+      open.delete(keyOf(line.settle));
+    }
+    // Anything else is the line a kill cut short.
+  }
+  return header && { kind: "reservations", path, origin: header.origin, recordedAt: header.recordedAt, reservations: [...open.values()] };
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isOrigin(value: unknown): value is Origin {
+  return isObject(value) && ["config", "cniArgs", "containerId", "ifName"].every((key) => typeof value[key] === "string");
+}
+
+function isReservation(value: unknown): value is UnreleasedReservation {
+  if (!(isObject(value) && typeof value.range === "string" && typeof value.address === "string" && isObject(value.holder))) return false;
+  const { podref, ifname } = value.holder;
+  return typeof podref === "string" && (ifname === undefined || typeof ifname === "string");
+}
+
+function isReleaseFile(value: unknown): value is ReleaseFile {
+  return isOrigin(value) && isObject(value) && typeof value.recordedAt === "string" && (value.reservation === undefined || isReservation(value.reservation));
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if (errnoOf(err) !== "ENOENT") throw err;
   }
 }

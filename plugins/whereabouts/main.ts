@@ -1,7 +1,8 @@
 /**
  * The whereabouts IPAM plugin: one address per configured range, from a store every node shares
  * (Kubernetes) or from a store on this node only (`"datastore": "file"`). The verbs load the
- * config, open the store it names, and hand over to operations.ts.
+ * config, open the store it names, replay what the node's journal still owes the store, and hand
+ * over to operations.ts.
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -9,18 +10,21 @@ import { parseNetConf } from "../../shared/cni/config.ts";
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import type { PluginVerbs } from "../../shared/cni/skel.ts";
 import type { Attachment, CmdArgs, Result } from "../../shared/cni/types.ts";
+import { messageOf } from "../../shared/errors.ts";
 import { type Logger, createLogger } from "../../shared/log.ts";
 import { type WhereaboutsConfig, loadConfig } from "./config.ts";
-import { FileNodeBatch } from "./batch.ts";
-import { openFileStore } from "./filestore.ts";
-import { type PendingRelease, ReleaseJournal } from "./journal.ts";
+import { FileNodeBatch, type NodeBatch } from "./batch.ts";
+import { fileStoreRoot, openFileStore } from "./filestore.ts";
+import { type Origin, ReleaseJournal } from "./journal.ts";
 import { type Attached, AttachmentLedger } from "./ledger.ts";
 import { KubernetesStore, isUnavailable, openKubernetesStore } from "./kubestore.ts";
 import { flockFile, lockedFd } from "./lock.ts";
-import { type Context, type UnreleasedReservation, allocate, check, collectGarbage, release, releaseOrphan, status } from "./operations.ts";
+import { type Context, allocate, check, collectGarbage, release, releaseOrphan, status } from "./operations.ts";
 import type { WhereaboutsStore } from "./store.ts";
 
 const NAME = "whereabouts";
+/** The share of an invocation's API time that replaying the journal may take before its own work. */
+const REPLAY_SHARE = 0.25;
 
 export const whereabouts: PluginVerbs = {
   name: NAME,
@@ -56,7 +60,7 @@ export const whereabouts: PluginVerbs = {
    * reclaims what is left.
    */
   async del(args: CmdArgs): Promise<void> {
-    await withContext(args, async (ctx) => {
+    await withContext(args, async (ctx, journal) => {
       const store = ctx.config.store;
       try {
         await release(ctx, args.containerId, args.ifName);
@@ -65,17 +69,11 @@ export const whereabouts: PluginVerbs = {
         }
       } catch (err) {
         if (store.kind !== "kubernetes") {
-          ctx.log.error(`DEL of container ${args.containerId} ${args.ifName} could not release its addresses: ${errorText(err)}`);
+          ctx.log.error(`DEL of container ${args.containerId} ${args.ifName} could not release its addresses: ${messageOf(err)}`);
           return;
         }
-        const path = new ReleaseJournal(store.journalDir).record(args.conf.name, {
-          config: args.conf.bytes,
-          cniArgs: args.args,
-          containerId: args.containerId,
-          ifName: args.ifName,
-          recordedAt: new Date().toISOString(),
-        });
-        ctx.log.error(`DEL of container ${args.containerId} ${args.ifName} journalled in ${path} for later: ${errorText(err)}`);
+        const path = journal.record(args.conf.name, originOf(args));
+        ctx.log.error(`DEL of container ${args.containerId} ${args.ifName} journalled in ${path} for later: ${messageOf(err)}`);
       }
     });
   },
@@ -92,8 +90,8 @@ export const whereabouts: PluginVerbs = {
    * Releases this network's allocations that no valid attachment accounts for. The file store's
    * pools are this node's own. The Kubernetes store's are cluster-wide, and a runtime's list
    * names only its own node's attachments, so there GC goes by the node's ledger of what its
-   * ADDs allocated: another node's pods are never in it. Journalled releases were replayed
-   * before (as for every verb).
+   * ADDs allocated: another node's pods are never in it. The journal was replayed before (as for
+   * every verb).
    */
   async gc(args: CmdArgs, valid: Attachment[]): Promise<void> {
     await withContext(args, async (ctx) => {
@@ -111,7 +109,16 @@ export const whereabouts: PluginVerbs = {
   },
 };
 
-async function withContext<T>(args: CmdArgs, work: (ctx: Context) => Promise<T>): Promise<T> {
+function originOf(args: CmdArgs): Origin {
+  return { config: args.conf.bytes, cniArgs: args.args, containerId: args.containerId, ifName: args.ifName };
+}
+
+/**
+ * Loads the config, opens its store and the node's journal, replays what the journal owes
+ * (within a share of the invocation's time), and runs `work` with this invocation's own
+ * reservation log, closed when it is done (and left for a replay if anything is unsettled).
+ */
+async function withContext<T>(args: CmdArgs, work: (ctx: Context, journal: ReleaseJournal) => Promise<T>): Promise<T> {
   const config = loadConfig(args.conf, args.args);
   const log = createLogger({ level: config.log.level, ...(config.log.file ? { file: config.log.file } : {}) }, NAME);
   for (const warning of config.warnings) log.error(warning);
@@ -129,22 +136,60 @@ async function withContext<T>(args: CmdArgs, work: (ctx: Context) => Promise<T>)
     );
   }
   // One deadline for every API call of this invocation, journal replay included.
-  const deadline = config.store.kind === "kubernetes" ? Date.now() + config.store.timeoutMs : Infinity;
-  const journal = config.store.kind === "kubernetes" ? new ReleaseJournal(config.store.journalDir) : undefined;
-  if (journal) await replayJournal(journal, log, deadline);
-  const store = await openStore(config, deadline);
-  const ctx: Context = { store, config, log };
-  if (journal && config.store.kind === "kubernetes" && store instanceof KubernetesStore) {
-    const { lockDir, timeoutMs } = config.store;
-    // timeout_ms bounds the API's answers, not this node's own queue: an ADD that waited its
-    // turn gets the whole of it when it leads.
-    ctx.batch = new FileNodeBatch(lockDir, flockFile, { onLead: () => store.client.extendDeadline(Date.now() + timeoutMs) });
-    ctx.unreleased = journalling(journal, args.conf.name, { config: args.conf.bytes, cniArgs: args.args, containerId: args.containerId, ifName: args.ifName }, log);
-  }
+  const started = Date.now();
+  const timeoutMs = config.store.kind === "kubernetes" ? config.store.timeoutMs : Infinity;
+  const stores = new Stores(started + timeoutMs);
+  const journal = new ReleaseJournal(journalDirOf(config), lockedFd);
   try {
-    return await work(ctx);
+    const store = await stores.open(config);
+    const batch = nodeBatchOf(config, store);
+    await replayJournal(journal, stores, batch, log, started + timeoutMs * REPLAY_SHARE);
+    const reservations = journal.log(args.conf.name, originOf(args));
+    const ctx: Context = { store, config, log, reservations, ...(batch ? { batch } : {}) };
+    if (store instanceof KubernetesStore) ctx.deadline = () => store.client.deadline;
+    try {
+      return await work(ctx, journal);
+    } finally {
+      reservations.close();
+    }
   } finally {
-    await store.close();
+    await stores.close();
+  }
+}
+
+/** Where the node's journal lives: beside the Kubernetes store's node state, or inside the file store's network folder. */
+function journalDirOf(config: WhereaboutsConfig): string {
+  return config.store.kind === "kubernetes" ? config.store.journalDir : join(fileStoreRoot(config.store.dir, config.networkName), "journal");
+}
+
+/**
+ * The Kubernetes store's node batch: timeout_ms bounds the API's answers, not this node's own
+ * queue, so an ADD that waited its turn gets the whole of it when its turn comes.
+ */
+function nodeBatchOf(config: WhereaboutsConfig, store: WhereaboutsStore): NodeBatch | undefined {
+  if (config.store.kind !== "kubernetes" || !(store instanceof KubernetesStore)) return undefined;
+  const { lockDir, timeoutMs } = config.store;
+  return new FileNodeBatch(lockDir, flockFile, { onTurn: () => store.client.extendDeadline(Date.now() + timeoutMs) });
+}
+
+/** The stores an invocation opens, one per store choice: a replayed entry for the same store shares the connection. */
+class Stores {
+  private readonly opened = new Map<string, Promise<WhereaboutsStore>>();
+
+  constructor(private readonly deadline: number) {}
+
+  open(config: WhereaboutsConfig): Promise<WhereaboutsStore> {
+    const key = JSON.stringify([config.store, config.networkName]);
+    let store = this.opened.get(key);
+    if (!store) {
+      store = openStore(config, this.deadline);
+      this.opened.set(key, store);
+    }
+    return store;
+  }
+
+  async close(): Promise<void> {
+    for (const store of this.opened.values()) await (await store.catch(() => undefined))?.close();
   }
 }
 
@@ -161,53 +206,43 @@ async function openStore(config: WhereaboutsConfig, deadline: number): Promise<W
 }
 
 /**
- * Replays releases an earlier DEL on this node had to journal, each with the configuration it
- * was recorded with. Stops at the first sign that the API is still away (the invocation's
- * deadline bounds the whole replay); an entry that fails otherwise stays, logged, and the next
+ * Replays what the node's journal owes, each entry with the configuration it was recorded with:
+ * a DEL's release of an attachment, or the reservations a killed or failed invocation left
+ * behind. Entries another invocation holds are passed over. Stops at `until`, and at the first
+ * sign that the API is still away; an entry that fails otherwise stays, logged, and the next
  * ones are still tried.
  */
-async function replayJournal(journal: ReleaseJournal, log: Logger, deadline: number): Promise<void> {
-  for (const entry of journal.pending()) {
-    const { release: pending } = entry;
+async function replayJournal(journal: ReleaseJournal, stores: Stores, batch: NodeBatch | undefined, log: Logger, until: number): Promise<void> {
+  for (const held of journal.take()) {
+    if (Date.now() > until) return;
+    const { entry } = held;
+    const { origin } = entry;
     try {
-      const conf = parseNetConf(pending.config);
-      const config = loadConfig(conf, pending.cniArgs);
-      const store = await openStore(config, deadline);
-      // A release that fails again is journalled again, not lost with this entry.
-      const ctx: Context = { store, config, log, unreleased: journalling(journal, conf.name, pending, log) };
+      const conf = parseNetConf(origin.config);
+      const config = loadConfig(conf, origin.cniArgs);
+      const store = await stores.open(config);
+      // A release that fails again is logged again, not lost with this entry.
+      const reservations = journal.log(conf.name, origin);
+      const ctx: Context = { store, config, log, reservations, ...(batch ? { batch } : {}) };
       try {
-        if (pending.reservation) {
-          const released = await releaseOrphan(ctx, pending.reservation);
-          log.info(`replayed the journalled release of the reservation of ${pending.reservation.address} in ${pending.reservation.range}: ${released ? "released" : "kept, in use"}`);
+        if (entry.kind === "reservations") {
+          for (const reservation of entry.reservations) {
+            const released = await releaseOrphan(ctx, reservation);
+            log.info(`replayed the release of the reservation of ${reservation.address} in ${reservation.range}: ${released ? "released" : "kept, in use"}`);
+          }
         } else {
-          const released = await release(ctx, pending.containerId, pending.ifName);
-          log.info(`replayed the journalled DEL of container ${pending.containerId} ${pending.ifName}: released ${released.join(", ") || "nothing"}`);
+          const released = await release(ctx, origin.containerId, origin.ifName);
+          log.info(`replayed the journalled DEL of container ${origin.containerId} ${origin.ifName}: released ${released.join(", ") || "nothing"}`);
         }
       } finally {
-        await store.close();
+        reservations.close();
       }
-      journal.forget(entry);
+      held.done();
     } catch (err) {
-      log.error(`journalled DEL of container ${pending.containerId} ${pending.ifName} not replayed yet: ${errorText(err)}`);
+      held.leave();
+      log.error(`journal entry ${entry.path} of container ${origin.containerId} ${origin.ifName} not replayed yet: ${messageOf(err)}`);
       if (isUnavailable(err)) return;
     }
   }
 }
 
-/** Records a reservation that could not be released now in the node's journal, for a later call to release. */
-function journalling(
-  journal: ReleaseJournal,
-  network: string,
-  origin: Pick<PendingRelease, "config" | "cniArgs" | "containerId" | "ifName">,
-  log: Logger,
-): (reservation: UnreleasedReservation) => void {
-  return (reservation) => {
-    const { config, cniArgs, containerId, ifName } = origin;
-    const path = journal.record(network, { config, cniArgs, containerId, ifName, recordedAt: new Date().toISOString(), reservation });
-    log.error(`reservation of ${reservation.address} in ${reservation.range} journalled in ${path} for later`);
-  };
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}

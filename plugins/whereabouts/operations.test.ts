@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { CniError } from "../../shared/cni/errors.ts";
-import { type Requester, type UnreleasedReservation, allocate, check, collectGarbage, release, releaseOrphan, status } from "./operations.ts";
-import type { Pool, PoolChange, PoolId } from "./store.ts";
+import { type Requester, type ReservationTracker, allocate, check, collectGarbage, release, releaseOrphan, status } from "./operations.ts";
+import type { Pool, PoolChange, PoolId, UnreleasedReservation } from "./store.ts";
 import type { BatchOutcome, NodeBatch } from "./batch.ts";
 import { parseAddress } from "./range.ts";
 import { MemoryStore, contextOf } from "./test-util.ts";
@@ -284,6 +284,7 @@ describe("a node batch: many ADDs served by one pool update", () => {
         answers.push(...outcomes.slice(1));
         return outcomes[0]!;
       },
+      alone: (_pool, _sandbox, work) => work(),
     };
   }
 
@@ -347,6 +348,18 @@ describe("a node batch: many ADDs served by one pool update", () => {
     expect(answers).toMatchObject([{ error: { code: 11 } }, { error: { code: 11 } }]);
   });
 
+  test("a leader out of half its time serves no one else: they stay queued, and lead for themselves", async () => {
+    const store = new MemoryStore();
+    const answers: BatchOutcome[] = [];
+    const late = { ...contextOf(store, V4), batch: batchWith([pod(2), pod(3)], answers), deadline: () => Date.now() - 1 };
+    expect((await allocate(late, pod(1))).ips?.map((i) => i.address)).toEqual(["10.0.0.1/29"]);
+    expect(answers).toEqual([]);
+    expect(Object.keys(store.allocations("10.0.0.0-29"))).toEqual(["1"]);
+    const inTime = { ...contextOf(store, V4), batch: batchWith([pod(2), pod(3)], answers), deadline: () => Date.now() + 10_000 };
+    await allocate(inTime, pod(4));
+    expect(answers.map((a) => ("address" in a ? a.address : a.error.code))).toEqual([String(ip("10.0.0.3")), String(ip("10.0.0.4"))]);
+  });
+
   test("the leader's own 102 is its error; the requesters it did serve keep theirs", async () => {
     const store = new MemoryStore();
     for (let n = 1; n <= 5; n++) await addresses(store, V4, pod(n));
@@ -361,10 +374,58 @@ describe("a node batch: many ADDs served by one pool update", () => {
   });
 });
 
+/** ReservationLog's bookkeeping without its file. */
+class Tracker implements ReservationTracker {
+  readonly open = new Map<string, UnreleasedReservation>();
+  readonly tracked: UnreleasedReservation[] = [];
+  track(r: UnreleasedReservation): void {
+    this.tracked.push(r);
+    this.open.set(JSON.stringify(r), r);
+  }
+  settle(r: UnreleasedReservation): void {
+    this.open.delete(JSON.stringify(r));
+  }
+  unsettled(): UnreleasedReservation[] {
+    return [...this.open.values()];
+  }
+}
+
 describe("reservations that could not be released", () => {
   const A = { range: "10.0.0.0/24" };
 
-  test("go to ctx.unreleased, and releaseOrphan frees them later unless the pool gives the address to their holder", async () => {
+  test("an ADD tracks each reservation before claiming it and settles it once its entry is stored", async () => {
+    const store = new MemoryStore();
+    const tracker = new Tracker();
+    const claim = store.claimReservation.bind(store);
+    const trackedWhenClaimed: number[] = [];
+    store.claimReservation = async (name, holder) => (trackedWhenClaimed.push(tracker.open.size), claim(name, holder));
+    // .1 is another pod's: tracked, then settled at once as not ours.
+    await store.claimReservation("10.0.0.1", { podref: "default/other", ifname: "net1" });
+    trackedWhenClaimed.length = 0;
+    expect((await allocate({ ...contextOf(store, A), reservations: tracker }, pod(1))).ips?.map((i) => i.address)).toEqual(["10.0.0.2/24"]);
+    expect(trackedWhenClaimed).toEqual([1, 1]);
+    expect(tracker.tracked.map((r) => r.address)).toEqual([String(ip("10.0.0.1")), String(ip("10.0.0.2"))]);
+    expect(tracker.unsettled()).toEqual([]);
+  });
+
+  test("a DEL tracks the reservations before its pool write, so a kill after the write leaves them to a replay", async () => {
+    const store = new MemoryStore();
+    await addresses(store, A, pod(1));
+    const tracker = new Tracker();
+    const update = store.updatePool.bind(store);
+    let trackedAtWrite: UnreleasedReservation[] = [];
+    store.updatePool = async (pool, change) => update(pool, async (current) => {
+      const out = await change(current);
+      trackedAtWrite = tracker.unsettled();
+      return out;
+    });
+    expect(await release({ ...contextOf(store, A), reservations: tracker }, "ctr-1", "net1")).toEqual(["10.0.0.1/24"]);
+    expect(trackedAtWrite).toEqual([{ range: "10.0.0.0/24", address: String(ip("10.0.0.1")), holder: { podref: "default/pod-1", ifname: "net1" } }]);
+    expect(tracker.unsettled()).toEqual([]);
+    expect(store.reservations.size).toBe(0);
+  });
+
+  test("stay tracked in ctx.reservations, and releaseOrphan frees them later unless the pool gives the address to their holder", async () => {
     const store = new MemoryStore();
     const apiGone = async (): Promise<never> => {
       throw new CniError(11, "the Kubernetes API is not available");
@@ -377,9 +438,10 @@ describe("reservations that could not be released", () => {
       return apiGone();
     };
     store.releaseReservation = apiGone;
-    const orphans: UnreleasedReservation[] = [];
-    const ctx = { ...contextOf(store, A), unreleased: (orphan: UnreleasedReservation) => void orphans.push(orphan) };
+    const tracker = new Tracker();
+    const ctx = { ...contextOf(store, A), reservations: tracker };
     expect(await failure(allocate(ctx, pod(1)))).toMatchObject({ code: 11 });
+    const orphans = tracker.unsettled();
     expect(orphans).toEqual([{ range: "10.0.0.0/24", address: String(ip("10.0.0.1")), holder: { podref: "default/pod-1", ifname: "net1" } }]);
     expect(store.reservations.has("10.0.0.1")).toBe(true);
 

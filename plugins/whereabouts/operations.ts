@@ -13,7 +13,7 @@ import { type Lease, belongsTo, findPodLease, garbage, lowestFree, lowestFreeAdd
 import type { WhereaboutsConfig } from "./config.ts";
 import { allocationKey, poolName, reservationName } from "./names.ts";
 import { type IpRange, addressInRange, formatAddress, parseCidr } from "./range.ts";
-import { type Allocation, type PoolId, type ReservationHolder, type WhereaboutsStore, sameHolder } from "./store.ts";
+import { type Allocation, type PoolId, type ReservationHolder, type UnreleasedReservation, type WhereaboutsStore, sameHolder } from "./store.ts";
 
 export interface Context {
   store: WhereaboutsStore;
@@ -25,15 +25,24 @@ export interface Context {
   random?: () => number;
   /** Serves this node's concurrent ADDs of a pool together (the Kubernetes store); absent: each ADD alone. */
   batch?: NodeBatch;
-  /** Takes a reservation that could not be released now, to release it later (releaseOrphan). */
-  unreleased?: (orphan: UnreleasedReservation) => void;
+  /**
+   * The reservations this invocation may leave behind (the node's journal): each is tracked
+   * before it is claimed, or when its release fails, and settled once a pool entry backs it or it
+   * is released. What is still tracked when the process ends, killed or not, a later invocation
+   * releases (releaseOrphan).
+   */
+  reservations?: ReservationTracker;
+  /**
+   * When the invocation's time is up (epoch ms), for a store with a deadline: a batch leader
+   * serves the requesters it can in the first half of what is left and writes, leaving the rest
+   * queued, rather than run out of time with all of them.
+   */
+  deadline?: () => number;
 }
 
-/** A reservation left to release: by its range (CIDR as configured), address (decimal) and holder. */
-export interface UnreleasedReservation {
-  range: string;
-  address: string;
-  holder: ReservationHolder;
+export interface ReservationTracker {
+  track(reservation: UnreleasedReservation): void;
+  settle(reservation: UnreleasedReservation): void;
 }
 
 /**
@@ -202,6 +211,10 @@ async function serveRange(
   const gateway = config.gateway?.family === range.family ? [config.gateway.value] : [];
   try {
     const outcomes = await store.updatePool(pool, async (current) => {
+      // A rerun follows a write that did not land: what an earlier run chose is nobody's entry.
+      for (const attempt of attempts) attempt.last = undefined;
+      const now = Date.now();
+      const serveUntil = ctx.deadline ? now + (ctx.deadline() - now) / 2 : Infinity;
       const { base, leases } = readLeases(range, current);
       reportUnreadable(ctx, pool, leases);
       const next = new Map(current.allocations);
@@ -213,6 +226,8 @@ async function serveRange(
       let changed = false;
       const outcomes: RangeOutcome[] = [];
       for (const [n, who] of requesters.entries()) {
+        // The leader is always served; the others while time allows (the rest stay queued).
+        if (n > 0 && Date.now() > serveUntil) break;
         const holder = reservationHolder(who);
         let own = findPodLease(leases, who.podRef, who.ifName);
         const stale: Lease[] = [];
@@ -222,8 +237,12 @@ async function serveRange(
           address = own?.address ?? chooseFree(ctx, range, [...given, ...othersReserved], spread);
           if (address === undefined || !config.overlappingRanges) break;
           const name = reservationOf(range, address, config);
+          // Logged before it exists: a process killed from here on leaves it to a replay.
+          const tracked = unreleased(range, address, holder);
+          ctx.reservations?.track(tracked);
           const outcome = await store.claimReservation(name, holder);
           if (outcome === "claimed") claims[n]!.set(name, address);
+          else ctx.reservations?.settle(tracked);
           if (typeof outcome === "string") break;
           reserved.set(address, outcome.takenBy);
           if (spread !== undefined) spread = Math.min(2 * spread, MAX_SPREAD);
@@ -256,10 +275,12 @@ async function serveRange(
       return { allocations: changed ? next : undefined, value: outcomes };
     });
     for (const [n, who] of requesters.entries()) {
-      const outcome = outcomes[n]!;
-      const kept = "taken" in outcome ? reservationOf(range, outcome.taken.address, config) : undefined;
+      const outcome = outcomes[n];
+      const kept = outcome && "taken" in outcome ? reservationOf(range, outcome.taken.address, config) : undefined;
       for (const [name, address] of claims[n]!) {
-        if (name !== kept) await releaseQuietly(ctx, range, address, reservationHolder(who));
+        // The kept one is backed by its pool entry now.
+        if (name === kept) ctx.reservations?.settle(unreleased(range, address, reservationHolder(who)));
+        else await releaseQuietly(ctx, range, address, reservationHolder(who));
       }
     }
     return outcomes;
@@ -283,6 +304,15 @@ function chooseFree(ctx: Context, range: IpRange, taken: bigint[], spread: numbe
   if (spread === undefined) return lowestFree(range, taken);
   const free = lowestFreeAddresses(range, taken, spread);
   return free[Math.floor((ctx.random ?? Math.random)() * free.length)];
+}
+
+function unreleased(range: IpRange, address: bigint, holder: ReservationHolder): UnreleasedReservation {
+  return { range: range.cidr, address: String(address), holder };
+}
+
+/** The reservation holder an allocation names. */
+function holderOf(allocation: Allocation): ReservationHolder {
+  return { podref: allocation.podref, ...(allocation.ifname ? { ifname: allocation.ifname } : {}) };
 }
 
 /** The reservation holder a requester is: its pod and interface. */
@@ -325,11 +355,13 @@ async function rollBack(ctx: Context, created: readonly Taken[], who: Requester)
         return { allocations: next, value: true };
       });
       if (unused) await releaseQuietly(ctx, t.range, t.address, holder);
+      else ctx.reservations?.settle(unreleased(t.range, t.address, holder));
     } catch (err) {
       ctx.log.error(`could not undo the allocation of ${addressInRange(t.range, t.address)} in ${t.pool.name}: ${errorText(err)}`);
-      // Whether the entry is stored or not, its reservation must not outlive both: releaseOrphan
-      // later keeps it while the pool gives the address to this pod, and frees it otherwise.
-      releaseLater(ctx, t.range, t.address, holder);
+      // Whether the entry is stored or not, its reservation must not outlive both: it stays
+      // tracked, and releaseOrphan later keeps it while the pool gives the address to this pod,
+      // and frees it otherwise.
+      ctx.reservations?.track(unreleased(t.range, t.address, holder));
     }
   }
 }
@@ -338,7 +370,7 @@ async function rollBack(ctx: Context, created: readonly Taken[], who: Requester)
 
 /** Releases the container's addresses for this interface in every range (upstream stops at the first range without one). */
 export async function release(ctx: Context, containerId: string, ifName: string): Promise<string[]> {
-  return releaseWhere(ctx, (leases) => leases.filter((lease) => belongsTo(lease.allocation, containerId, ifName)));
+  return releaseWhere(ctx, (leases) => leases.filter((lease) => belongsTo(lease.allocation, containerId, ifName)), { containerId, ifName });
 }
 
 /** GC: releases every allocation this network wrote in its ranges that no valid attachment accounts for. */
@@ -346,50 +378,63 @@ export async function collectGarbage(ctx: Context, valid: readonly Attachment[])
   return releaseWhere(ctx, (leases) => garbage(leases, valid, ctx.config.name));
 }
 
-/** Removes the chosen entries of every range's pool, then their reservations; returns the addresses released. */
-async function releaseWhere(ctx: Context, choose: (leases: readonly Lease[]) => Lease[]): Promise<string[]> {
+/**
+ * Removes the chosen entries of every range's pool, then their reservations; returns the
+ * addresses released. With a node batch, a container's release waits for the batch being served
+ * and withdraws the container's queued request: a sandbox torn down after its ADD was killed is
+ * then never served after its DEL, which would leave an entry nobody releases.
+ */
+async function releaseWhere(ctx: Context, choose: (leases: readonly Lease[]) => Lease[], of?: Pick<Requester, "containerId" | "ifName">): Promise<string[]> {
   const released: string[] = [];
   for (const range of ctx.config.ranges) {
     const pool = poolOf(range, ctx.config);
-    const removed = await ctx.store.updatePool(pool, async (current) => {
-      const chosen = choose(readLeases(range, current).leases);
-      if (chosen.length === 0) return { value: chosen };
-      const next = new Map(current.allocations);
-      for (const lease of chosen) next.delete(lease.key);
-      return { allocations: next, value: chosen };
-    });
+    // Tracked before the entries go: a process killed between the pool write and the releases
+    // leaves the reservations to a replay, which frees those no entry backs any more.
+    const tracked: UnreleasedReservation[] = [];
+    const update = () =>
+      ctx.store.updatePool(pool, async (current) => {
+        const chosen = choose(readLeases(range, current).leases);
+        for (const lease of chosen) {
+          if (lease.address === undefined) continue;
+          const reservation = unreleased(range, lease.address, holderOf(lease.allocation));
+          ctx.reservations?.track(reservation);
+          tracked.push(reservation);
+        }
+        if (chosen.length === 0) return { value: chosen };
+        const next = new Map(current.allocations);
+        for (const lease of chosen) next.delete(lease.key);
+        return { allocations: next, value: chosen };
+      });
+    const removed = ctx.batch && of ? await ctx.batch.alone(pool.name, of, update) : await update();
     for (const lease of removed) {
       const { podref, ifname } = lease.allocation;
       const text = lease.address === undefined ? `key ${lease.key}` : addressInRange(range, lease.address);
       ctx.log.info(`released ${text} of ${podref} ${ifname ?? ""} (container ${lease.allocation.id}) in ${pool.name}`);
       released.push(text);
       // Released whatever enable_overlapping_ranges says now: it may have been on when the address was taken.
-      if (lease.address !== undefined) {
-        await releaseQuietly(ctx, range, lease.address, { podref, ...(ifname ? { ifname } : {}) });
-      }
+      if (lease.address !== undefined) await releaseQuietly(ctx, range, lease.address, holderOf(lease.allocation));
     }
+    // Chosen by a run of the update whose write did not land, or kept after all.
+    for (const reservation of tracked) if (!removed.some((lease) => lease.address === BigInt(reservation.address))) ctx.reservations?.settle(reservation);
   }
   return released;
 }
 
 /**
  * Deletes the reservation of `address` if `holder` holds it. A failure (the API gone) must not
- * leave it behind for good: nobody would ever release a reservation no pool entry names, so it is
- * handed to `ctx.unreleased` (the node's journal) to be released later by releaseOrphan.
+ * leave it behind for good: nobody would ever release a reservation no pool entry names, so it
+ * stays tracked in `ctx.reservations` (the node's journal), for releaseOrphan later.
  */
 async function releaseQuietly(ctx: Context, range: IpRange, address: bigint, holder: ReservationHolder): Promise<void> {
   const name = reservationOf(range, address, ctx.config);
+  const tracked = unreleased(range, address, holder);
   try {
     await ctx.store.releaseReservation(name, holder);
+    ctx.reservations?.settle(tracked);
   } catch (err) {
     ctx.log.error(`could not release reservation ${name}: ${errorText(err)}`);
-    releaseLater(ctx, range, address, holder);
+    ctx.reservations?.track(tracked);
   }
-}
-
-/** Hands a reservation that cannot be released now to `ctx.unreleased` (the node's journal). */
-function releaseLater(ctx: Context, range: IpRange, address: bigint, holder: ReservationHolder): void {
-  ctx.unreleased?.({ range: range.cidr, address: String(address), holder });
 }
 
 /**

@@ -99,6 +99,13 @@ export interface WhereaboutsStore {
   close(): Promise<void>;
 }
 
+/** A reservation that may be left to release: by its range (CIDR as configured), address (decimal) and holder. */
+export interface UnreleasedReservation {
+  range: string;
+  address: string;
+  holder: ReservationHolder;
+}
+
 /** The rule both stores use: same pod, and same interface unless one side predates ifname. */
 export function sameHolder(stored: ReservationHolder, holder: ReservationHolder): boolean {
   if (stored.podref !== holder.podref) return false;

@@ -78,6 +78,11 @@ export class KubeClient {
     return this.connection.namespace;
   }
 
+  /** When the operation's time is up (epoch ms). */
+  get deadline(): number {
+    return this.options.deadline;
+  }
+
   /** Moves the deadline later (never earlier): for cleanup that must run after a timeout. */
   extendDeadline(until: number): void {
     this.options.deadline = Math.max(this.options.deadline, until);
