@@ -22,7 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Cluster } from "./kube/cluster.ts";
 import { type AdminApi, racingNodeConfig } from "./kube/objects.ts";
-import { ROOT, cleanup, cniAsync, type CniOutput } from "./harness.ts";
+import { cleanup, cniAsync, type CniOutput } from "./harness.ts";
 import { UPSTREAM_WHEREABOUTS, WHEREABOUTS, call, startSideBySide } from "./whereabouts-cases.ts";
 
 const NODES = 10;

@@ -90,8 +90,7 @@ for (;;) {
     continue;
   }
   pending += decoder.write(chunk.subarray(0, count));
-  let newline: number;
-  while ((newline = pending.indexOf("\n")) >= 0) {
+  for (let newline = pending.indexOf("\n"); newline >= 0; newline = pending.indexOf("\n")) {
     const request = JSON.parse(pending.slice(0, newline)) as Request;
     pending = pending.slice(newline + 1);
     if (request.op === "poweroff") {

@@ -10,7 +10,7 @@ export type Environment = Omit<CmdArgs, "conf">;
 
 export const VERBS: readonly Verb[] = ["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"];
 
-export const CONTAINER_ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/;
+export const CONTAINER_ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
 /** Linux's IFNAMSIZ (16) minus the terminating NUL. */
 const MAX_INTERFACE_NAME_BYTES = 15;

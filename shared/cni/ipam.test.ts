@@ -63,7 +63,12 @@ function cmdArgs(ipamType: string | undefined, command: Verb = "ADD"): CmdArgs {
 
 /** Collects what a delegate wrote to stderr instead of letting it reach the test output. */
 function stderrSink() {
-  const sink = { text: "", writeStderr: (chunk: string) => void (sink.text += chunk) };
+  const sink = {
+    text: "",
+    writeStderr: (chunk: string) => {
+      sink.text += chunk;
+    },
+  };
   return sink;
 }
 

@@ -176,7 +176,7 @@ export function parseResult(value: unknown, where: string, fallbackVersion = "")
 
   const result: Result = { cniVersion };
   const interfaces = top.objectArray("interfaces")?.map(readInterface) ?? [];
-  const ips = top.objectArray("ips")?.map((ip) => readIpConfig(ip, legacy, interfaces.length)) ?? [];
+  const ips = top.objectArray("ips")?.map((ip) => readIpConfig(ip, legacy)) ?? [];
   const routes = top.objectArray("routes")?.map(readRoute) ?? [];
   const dnsObject = top.object("dns");
   const dns = dnsObject === undefined ? undefined : readDns(top.nested(dnsObject, "dns"));
@@ -214,7 +214,7 @@ function readInterface(fields: FieldReader): Interface {
   return iface;
 }
 
-function readIpConfig(fields: FieldReader, legacy: boolean, interfaceCount: number): IPConfig {
+function readIpConfig(fields: FieldReader, legacy: boolean): IPConfig {
   const ip: IPConfig = { address: readCidr(fields, "address") };
   const gateway = readIpAddress(fields, "gateway");
   // An index past `interfaces` is kept, not refused: upstream accepts it (sbr counts such an

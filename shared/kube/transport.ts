@@ -239,9 +239,13 @@ export class Http1Transport {
     this.unsent = undefined;
     try {
       const last = this.parser.end();
-      if (last) return this.answer(last);
+      if (last) {
+        this.answer(last);
+        return;
+      }
     } catch (err) {
-      return this.fail(new TransportError(`the server closed the connection mid-answer: ${(err as Error).message}`));
+      this.fail(new TransportError(`the server closed the connection mid-answer: ${(err as Error).message}`));
+      return;
     }
     this.fail(new TransportError("the server closed the connection without answering"));
   }

@@ -113,7 +113,8 @@ export class Netlink {
     answer: "ack" | "one" | "dump",
   ): { messages: Uint8Array[]; interrupted: boolean } {
     if (this.closed) throw new Error("netlink socket used after close");
-    const seq = (this.seq = (this.seq + 1) & 0x7fffffff);
+    this.seq = (this.seq + 1) & 0x7fffffff;
+    const seq = this.seq;
     libc.send(this.fd, Buffer.concat(formatMessage({ type, flags, seq, port: 0, data: payload })));
     const messages: Uint8Array[] = [];
     let interrupted = false;
