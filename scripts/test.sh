@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests (vitest, pure logic) and the conformance suite (compiled
-# binaries against the real kernel). Ends with one line "N passed, N failed" over every suite.
+# The whole test suite: lint (Biome: formatting and lint rules, nothing written), unit tests
+# (vitest, pure logic) and the conformance suite (compiled binaries against the real kernel).
+# Ends with one line "N passed, N failed" over every suite; a failed lint counts as one failure.
 #
 #   npm test                      # everything
 #   npm test -- conformance/macvlan.test.ts   # only the files named (unit or conformance)
@@ -29,6 +30,12 @@ if [ $# -gt 0 ]; then
   [ ${#conformance[@]} -gt 0 ] || run_conformance=0
 fi
 
+# Lint with the whole suite only: a run of named files is about those files.
+lint_failed=0
+if [ $# -eq 0 ]; then
+  echo "== lint (npm run lint)"
+  npm run lint || { lint_failed=1; status=1; }
+fi
 if [ $run_unit = 1 ]; then
   echo "== unit tests"
   npx vitest run --reporter=default --reporter=json --outputFile.json="$reports/unit.json" "${unit[@]}" || status=1
@@ -41,7 +48,7 @@ fi
 
 node -e '
   const fs = require("fs");
-  let passed = 0, failed = 0;
+  let passed = 0, failed = Number(process.argv[2]);
   for (const file of fs.readdirSync(process.argv[1])) {
     const report = JSON.parse(fs.readFileSync(process.argv[1] + "/" + file, "utf8"));
     passed += report.numPassedTests;
@@ -50,5 +57,5 @@ node -e '
     if (!report.success && report.numFailedTests === 0) failed += Math.max(1, report.numFailedTestSuites);
   }
   console.log(`${passed} passed, ${failed} failed`);
-' "$reports"
+' "$reports" "$lint_failed"
 exit $status
