@@ -23,7 +23,10 @@ import { type Context, allocate, check, collectGarbage, release, releaseOrphan, 
 import type { WhereaboutsStore } from "./store.ts";
 
 const NAME = "whereabouts";
-/** The share of an invocation's API time that replaying the journal may take before its own work. */
+/**
+ * The share of an invocation's API time that replaying the journal may take before its own work
+ * (counted from the replay's start: a process that waited long for a core still replays).
+ */
 const REPLAY_SHARE = 0.25;
 
 export const whereabouts: PluginVerbs = {
@@ -143,7 +146,7 @@ async function withContext<T>(args: CmdArgs, work: (ctx: Context, journal: Relea
   try {
     const store = await stores.open(config);
     const batch = nodeBatchOf(config, store);
-    await replayJournal(journal, stores, batch, log, started + timeoutMs * REPLAY_SHARE);
+    await replayJournal(journal, stores, batch, log, Date.now() + timeoutMs * REPLAY_SHARE);
     const reservations = journal.log(args.conf.name, originOf(args));
     const ctx: Context = { store, config, log, reservations, ...(batch ? { batch } : {}) };
     if (store instanceof KubernetesStore) ctx.deadline = () => store.client.deadline;
