@@ -14,6 +14,7 @@ import { join, resolve } from "node:path";
 import { AdminApi, NAMESPACE, racingNodeConfig, requestsBetween, writeFlatFile } from "../conformance/kube/objects.ts";
 import { installerKubeconfigText, startCluster } from "../conformance/kube/cluster.ts";
 import { cleanup, netns, nsPath } from "../conformance/harness.ts";
+import { type PodRun, failedTries, installNode, nodeNetwork, runtimeRace } from "../conformance/kube/runtime.ts";
 import { percentile } from "./stats.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -64,6 +65,10 @@ interface Run {
   idleShare: number;
   /** Peak RSS of an ADD leading alone on the full pool, after the race. */
   maxRssKb: number;
+}
+
+function ipv4Number(address: string): number {
+  return address.split(".").reduce((n, octet) => n * 256 + Number(octet), 0);
 }
 
 /** Jiffies since boot over all CPUs, and how many of them idle (/proc/stat). */
@@ -203,7 +208,74 @@ export async function benchWhereaboutsKube(): Promise<void> {
     return rate;
   }
 
+  /**
+   * The same pods started the way a node's runtime starts them (conformance/kube/runtime.ts):
+   * nodes set up as upstream's installer does, a new sandbox per try, a DEL of a failed one, and
+   * kubelet's retry; the CRI deadline kubelet gives a sandbox (2 minutes). Two shapes: a storm
+   * (every pod at once, 50 per node, a range with room) and the limit test (as many pods as
+   * addresses, 25 per node).
+   */
+  async function runtimeShaped(binary: string, shape: { pods: number; inFlight: number; ipam: Record<string, unknown>; pool: string }) {
+    await api.clear();
+    const dirs = Array.from({ length: NODES }, () => mkdtempSync(join(tmpdir(), "cnib-runtime-node-")));
+    try {
+      const runtimeNodes = dirs.map((dir, n) => installNode(cluster, dir, n));
+      const race = await runtimeRace({
+        binary,
+        nodes: runtimeNodes,
+        network: (node) => nodeNetwork(node, shape.ipam),
+        pods: shape.pods,
+        inFlightPerNode: shape.inFlight,
+        deadlineMs: 120_000,
+        backoffMs: 1000,
+        maxTries: 20,
+        netns: sandbox,
+      });
+      const pool = await api.pool(shape.pool);
+      const keys = new Set(Object.keys(pool?.spec.allocations ?? {}));
+      const base = ipv4Number(pool?.spec.range.split("/")[0] ?? "0.0.0.0");
+      // A reservation's name is its address; the pool's keys are offsets from the range's base.
+      const orphans = (await api.reservations()).filter((r) => !keys.has(String(ipv4Number(r.metadata.name) - base))).length;
+      return { ...race, entries: keys.size, orphans };
+    } finally {
+      for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  function reportRuntime(name: string, run: Awaited<ReturnType<typeof runtimeShaped>>): number {
+    const started = run.pods.filter((p: PodRun) => p.address);
+    const rate = started.length / run.seconds;
+    const tries = run.pods.reduce((n, p) => n + p.tries.length, 0);
+    const ends = run.pods.map((p) => p.endedMs).sort((a, b) => a - b);
+    console.log(
+      `  ${name.padEnd(9)} ${run.pods.length} pods in ${run.seconds.toFixed(1)} s: ${rate.toFixed(1)} pods started/s; pod started after p50 ${(percentile(ends, 50) / 1000).toFixed(1)} s, p99 ${(percentile(ends, 99) / 1000).toFixed(1)} s`,
+    );
+    console.log(
+      `            ${started.length} started, ${new Set(started.map((p) => p.address)).size} distinct addresses, ${run.pods.filter((p) => p.full).length} found the range full; ` +
+        `${tries} tries; ${run.entries} pool entries, ${run.orphans} reservations without an allocation`,
+    );
+    const failed = failedTries(run.pods);
+    if (failed.length > 0) console.log(`            failed tries: ${failed.join("; ")}`);
+    return rate;
+  }
+
   try {
+    const shapes = [
+      { title: "a storm: 500 pods at once, 50 per node, range 10.70.0.0/22", pods: 500, inFlight: 50, ipam: { range: RANGE }, pool: RANGE.replace("/", "-") },
+      {
+        title: "the limit test: 1000 pods for a range of exactly 1000 addresses, 25 per node",
+        pods: 1000,
+        inFlight: 25,
+        ipam: { range: "10.90.0.0/20", range_start: "10.90.0.1", range_end: "10.90.3.232" },
+        pool: "10.90.0.0-20",
+      },
+    ];
+    for (const shape of shapes) {
+      console.log(`whereabouts (Kubernetes store) started as a node's runtime starts pods, ${NODES} nodes: ${shape.title}:`);
+      const ours = reportRuntime("ours", await runtimeShaped(OURS, shape));
+      const theirs = reportRuntime("upstream", await runtimeShaped(UPSTREAM, shape));
+      console.log(`  throughput ratio: ${(ours / theirs).toFixed(1)}x upstream's pods started/s`);
+    }
     for (const inFlight of IN_FLIGHT_PER_NODE) {
       console.log(
         `whereabouts (Kubernetes store, one real kube-apiserver): racing ADDs, ${NODES} nodes × ${inFlight} processes in flight, range ${RANGE}:`,
