@@ -13,14 +13,14 @@ import type { Attachment, CmdArgs, Result } from "../../shared/cni/types.ts";
 import { messageOf } from "../../shared/errors.ts";
 import { type Logger, createLogger } from "../../shared/log.ts";
 import { type WhereaboutsConfig, loadConfig } from "./config.ts";
-import { FileNodeBatch, type NodeBatch } from "./batch.ts";
-import { fileStoreRoot, openFileStore } from "./filestore.ts";
-import { type Origin, ReleaseJournal } from "./journal.ts";
-import { type Attached, AttachmentLedger } from "./ledger.ts";
-import { KubernetesStore, isUnavailable, openKubernetesStore } from "./kubestore.ts";
-import { flockFile, lockedFd } from "./lock.ts";
+import { FileNodeBatch, type NodeBatch } from "./node/batch.ts";
+import { fileStoreRoot, openFileStore } from "./store/file.ts";
+import { type Origin, ReleaseJournal } from "./node/journal.ts";
+import { type Attached, AttachmentLedger } from "./node/ledger.ts";
+import { KubernetesStore, isUnavailable, openKubernetesStore } from "./store/kubernetes.ts";
+import { flockFile, lockedFd } from "./node/lock.ts";
 import { type Context, allocate, check, collectGarbage, release, releaseOrphan, status } from "./operations.ts";
-import type { WhereaboutsStore } from "./store.ts";
+import type { WhereaboutsStore } from "./store/interface.ts";
 
 const NAME = "whereabouts";
 /**

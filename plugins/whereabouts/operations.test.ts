@@ -1,8 +1,8 @@
 import { describe, expect, test } from "vitest";
 import { CniError } from "../../shared/cni/errors.ts";
 import { type Requester, type ReservationTracker, allocate, check, collectGarbage, release, releaseOrphan, status } from "./operations.ts";
-import type { Pool, PoolChange, PoolId, UnreleasedReservation } from "./store.ts";
-import type { BatchOutcome, NodeBatch } from "./batch.ts";
+import type { Pool, PoolChange, PoolId, UnreleasedReservation } from "./store/interface.ts";
+import type { BatchOutcome, NodeBatch } from "./node/batch.ts";
 import { parseAddress } from "./range.ts";
 import { MemoryStore, contextOf } from "./test-util.ts";
 

@@ -8,12 +8,12 @@ import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import type { Attachment, IPConfig, Result } from "../../shared/cni/types.ts";
 import type { Logger } from "../../shared/log.ts";
 import { LATEST } from "../../shared/cni/version.ts";
-import type { BatchOutcome, NodeBatch } from "./batch.ts";
-import { type Lease, belongsTo, findPodLease, garbage, lowestFree, lowestFreeAddresses, readLeases } from "./allocate.ts";
+import type { BatchOutcome, NodeBatch } from "./node/batch.ts";
+import { type Lease, belongsTo, findPodLease, garbage, lowestFree, lowestFreeAddresses, readLeases } from "./leases.ts";
 import type { WhereaboutsConfig } from "./config.ts";
 import { allocationKey, poolName, reservationName } from "./names.ts";
 import { type IpRange, addressInRange, formatAddress, parseCidr } from "./range.ts";
-import { type Allocation, type PoolId, type ReservationHolder, type UnreleasedReservation, type WhereaboutsStore, sameHolder } from "./store.ts";
+import { type Allocation, type PoolId, type ReservationHolder, type UnreleasedReservation, type WhereaboutsStore, sameHolder } from "./store/interface.ts";
 
 export interface Context {
   store: WhereaboutsStore;

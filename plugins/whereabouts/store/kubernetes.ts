@@ -11,10 +11,10 @@
  * Every call shares one deadline per invocation; an API server that cannot be reached, or
  * answers too slowly, is CniError 11 ("try again later").
  */
-import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
-import { KubeApiError, KubeClient, KubeUnavailableError, type JsonPatchOperation, type ObjectMeta } from "../../shared/kube/client.ts";
-import { KubeconfigError, inClusterConnection, loadKubeconfig } from "../../shared/kube/config.ts";
-import type { StoreChoice } from "./config.ts";
+import { CniError, ErrorCode } from "../../../shared/cni/errors.ts";
+import { KubeApiError, KubeClient, KubeUnavailableError, type JsonPatchOperation, type ObjectMeta } from "../../../shared/kube/client.ts";
+import { KubeconfigError, inClusterConnection, loadKubeconfig } from "../../../shared/kube/config.ts";
+import type { StoreChoice } from "../config.ts";
 import {
   type Allocation,
   type ClaimOutcome,
@@ -24,7 +24,7 @@ import {
   type ReservationHolder,
   type WhereaboutsStore,
   sameHolder,
-} from "./store.ts";
+} from "./interface.ts";
 
 const API = "/apis/whereabouts.cni.cncf.io/v1alpha1";
 const API_VERSION = "whereabouts.cni.cncf.io/v1alpha1";

@@ -19,10 +19,10 @@
  */
 import { accessSync, constants, mkdirSync, readFileSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
-import { isJsonObject } from "../../shared/cni/json.ts";
-import { syncDir, writeFileAtomically } from "./atomic.ts";
-import { type Allocation, type ClaimOutcome, type Pool, type PoolChange, type PoolId, type ReservationHolder, type WhereaboutsStore, sameHolder } from "./store.ts";
+import { CniError, ErrorCode } from "../../../shared/cni/errors.ts";
+import { isJsonObject } from "../../../shared/cni/json.ts";
+import { syncDir, writeFileAtomically } from "../node/atomic.ts";
+import { type Allocation, type ClaimOutcome, type Pool, type PoolChange, type PoolId, type ReservationHolder, type WhereaboutsStore, sameHolder } from "./interface.ts";
 
 /** Takes an exclusive lock named by `path` (creating the file, mode 0600) and returns its release. */
 export type Locker = (path: string) => () => void;

@@ -9,7 +9,7 @@
  * until it is "stale" (10 s by default), stalling every ADD on the node after a crash.
  */
 import { closeSync, openSync } from "node:fs";
-import { LOCK_EX, LOCK_NB, SyscallError, flock } from "../../shared/sys/libc.ts";
+import { LOCK_EX, LOCK_NB, SyscallError, flock } from "../../../shared/sys/libc.ts";
 
 const EINTR = 4;
 const EWOULDBLOCK = 11;

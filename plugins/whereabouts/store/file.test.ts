@@ -2,11 +2,11 @@ import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CniError } from "../../shared/cni/errors.ts";
-import { type Locker, openFileStore } from "./filestore.ts";
-import { allocate, release } from "./operations.ts";
-import type { WhereaboutsStore } from "./store.ts";
-import { configOf, recordingLogger } from "./test-util.ts";
+import { CniError } from "../../../shared/cni/errors.ts";
+import { type Locker, openFileStore } from "./file.ts";
+import { allocate, release } from "../operations.ts";
+import type { WhereaboutsStore } from "./interface.ts";
+import { configOf, recordingLogger } from "../test-util.ts";
 
 let dir: string;
 let events: string[];

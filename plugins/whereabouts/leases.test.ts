@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
-import { belongsTo, findPodLease, garbage, lowestFree, lowestFreeAddresses, readLeases } from "./allocate.ts";
+import { belongsTo, findPodLease, garbage, lowestFree, lowestFreeAddresses, readLeases } from "./leases.ts";
 import { type RangeSpec, formatAddress, parseAddress, parseRange } from "./range.ts";
-import type { Allocation } from "./store.ts";
+import type { Allocation } from "./store/interface.ts";
 
 const ip = (text: string): bigint => parseAddress(text)!.value;
 

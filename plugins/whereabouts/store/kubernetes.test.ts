@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { poolPatch } from "./kubestore.ts";
+import { poolPatch } from "./kubernetes.ts";
 
 describe("the pool write: a JSON Patch guarding only the entries it touches", () => {
   const a = { id: "ctr-a", podref: "default/a", ifname: "net1" };

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
 import { type JournalEntry, ReleaseJournal } from "./journal.ts";
 import type { LockFile } from "./ledger.ts";
-import type { UnreleasedReservation } from "./store.ts";
+import type { UnreleasedReservation } from "../store/interface.ts";
 
 const dirs: string[] = [];
 afterEach(() => {

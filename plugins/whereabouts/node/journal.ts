@@ -19,10 +19,10 @@
  */
 import { closeSync, mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { errnoOf } from "../../shared/errors.ts";
+import { errnoOf } from "../../../shared/errors.ts";
 import { writeFileAtomically } from "./atomic.ts";
 import { type LockFile, attachmentFileName } from "./ledger.ts";
-import type { UnreleasedReservation } from "./store.ts";
+import type { UnreleasedReservation } from "../store/interface.ts";
 
 /** The invocation an entry comes from: enough to open the same store and ranges again. */
 export interface Origin {

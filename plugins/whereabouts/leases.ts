@@ -8,7 +8,7 @@ import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import type { Attachment } from "../../shared/cni/types.ts";
 import { offsetOfKey } from "./names.ts";
 import { type IpRange, type Span, bitsOf, parseCidr } from "./range.ts";
-import type { Allocation, Pool } from "./store.ts";
+import type { Allocation, Pool } from "./store/interface.ts";
 
 export interface Lease {
   key: string;
