@@ -11,6 +11,7 @@ import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import { FieldReader, isJsonObject } from "../../shared/cni/json.ts";
 import type { DNS, IPConfig, JsonObject, JsonValue, NetConf, Route } from "../../shared/cni/types.ts";
 import { readDns } from "../../shared/cni/version.ts";
+import { messageOf } from "../../shared/errors.ts";
 import type { LogLevel } from "../../shared/log.ts";
 import { type Address, type IpRange, type RangeSpec, formatAddress, formatCidr, networkSpan, parseAddress, parseCidr, parseRange } from "./range.ts";
 
@@ -220,13 +221,13 @@ export function readFlatFile(configurationPath: string | undefined, files: FileS
     try {
       text = files.read(path);
     } catch (err) {
-      throw new CniError(ErrorCode.IOFailure, `cannot read flat file ${path}: ${err instanceof Error ? err.message : String(err)}`);
+      throw new CniError(ErrorCode.IOFailure, `cannot read flat file ${path}: ${messageOf(err)}`);
     }
     let decoded: unknown;
     try {
       decoded = JSON.parse(text);
     } catch (err) {
-      throw invalid(`flat file ${path} is not valid JSON: ${err instanceof Error ? err.message : String(err)}`);
+      throw invalid(`flat file ${path} is not valid JSON: ${messageOf(err)}`);
     }
     if (!isJsonObject(decoded)) throw invalid(`flat file ${path} must hold a JSON object`);
     return { path, keys: canonicalKeys(decoded) };

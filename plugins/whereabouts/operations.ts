@@ -6,6 +6,7 @@
  */
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import type { Attachment, IPConfig, Result } from "../../shared/cni/types.ts";
+import { messageOf } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { LATEST } from "../../shared/cni/version.ts";
 import type { BatchOutcome, NodeBatch } from "./node/batch.ts";
@@ -357,7 +358,7 @@ async function rollBack(ctx: Context, created: readonly Taken[], who: Requester)
       if (unused) await releaseQuietly(ctx, t.range, t.address, holder);
       else ctx.reservations?.settle(unreleased(t.range, t.address, holder));
     } catch (err) {
-      ctx.log.error(`could not undo the allocation of ${addressInRange(t.range, t.address)} in ${t.pool.name}: ${errorText(err)}`);
+      ctx.log.error(`could not undo the allocation of ${addressInRange(t.range, t.address)} in ${t.pool.name}: ${messageOf(err)}`);
       // Whether the entry is stored or not, its reservation must not outlive both: it stays
       // tracked, and releaseOrphan later keeps it while the pool gives the address to this pod,
       // and frees it otherwise.
@@ -432,7 +433,7 @@ async function releaseQuietly(ctx: Context, range: IpRange, address: bigint, hol
     await ctx.store.releaseReservation(name, holder);
     ctx.reservations?.settle(tracked);
   } catch (err) {
-    ctx.log.error(`could not release reservation ${name}: ${errorText(err)}`);
+    ctx.log.error(`could not release reservation ${name}: ${messageOf(err)}`);
     ctx.reservations?.track(tracked);
   }
 }
@@ -487,7 +488,7 @@ export async function status(ctx: Context): Promise<void> {
   try {
     await ctx.store.ping();
   } catch (err) {
-    throw new CniError(ErrorCode.Unavailable, `whereabouts store is not available: ${errorText(err)}`);
+    throw new CniError(ErrorCode.Unavailable, `whereabouts store is not available: ${messageOf(err)}`);
   }
   for (const range of ctx.config.ranges) {
     let free: bigint | undefined;
@@ -496,14 +497,10 @@ export async function status(ctx: Context): Promise<void> {
       const gateway = ctx.config.gateway?.family === range.family ? [ctx.config.gateway.value] : [];
       free = lowestFree(range, [...addressesOf(leases), ...gateway]);
     } catch (err) {
-      throw new CniError(ErrorCode.Unavailable, `cannot read the pool of range ${range.cidr}: ${errorText(err)}`);
+      throw new CniError(ErrorCode.Unavailable, `cannot read the pool of range ${range.cidr}: ${messageOf(err)}`);
     }
     if (free === undefined) throw new CniError(ErrorCode.Unavailable, `no free IP address left in range ${describe(range)}`);
   }
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 function sleep(ms: number): Promise<void> {

@@ -16,6 +16,7 @@
  */
 import { mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { errnoOf } from "../../../shared/errors.ts";
 import { writeFileAtomically } from "./atomic.ts";
 
 /** Who asks; the same fields as operations' Requester, kept here so this module stands alone. */
@@ -165,7 +166,7 @@ function processAlive(pid: number): boolean {
     return true;
   } catch (err) {
     // EPERM: alive, but another user's.
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    return errnoOf(err) === "EPERM";
   }
 }
 
@@ -173,7 +174,7 @@ function readIfExists(path: string): string | undefined {
   try {
     return readFileSync(path, "utf8");
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    if (errnoOf(err) === "ENOENT") return undefined;
     throw err;
   }
 }

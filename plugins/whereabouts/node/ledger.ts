@@ -11,6 +11,7 @@
  */
 import { closeSync, fsyncSync, ftruncateSync, mkdirSync, readFileSync, readdirSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { errnoOf } from "../../../shared/errors.ts";
 
 export interface Attached {
   network: string;
@@ -59,7 +60,7 @@ export class AttachmentLedger {
       unlinkSync(this.path(attached));
     } catch (err) {
       // Never recorded (an ADD from before the ledger), or forgotten already.
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      if (errnoOf(err) !== "ENOENT") throw err;
     }
   }
 

@@ -9,10 +9,8 @@
  * until it is "stale" (10 s by default), stalling every ADD on the node after a crash.
  */
 import { closeSync, openSync } from "node:fs";
-import { LOCK_EX, LOCK_NB, SyscallError, flock } from "../../../shared/sys/libc.ts";
-
-const EINTR = 4;
-const EWOULDBLOCK = 11;
+import { errnoOf } from "../../../shared/errors.ts";
+import { LOCK_EX, LOCK_NB, flock } from "../../../shared/sys/libc.ts";
 
 /**
  * Blocks until this process holds an exclusive lock on `path` (created 0600 if absent), and returns
@@ -36,11 +34,12 @@ export function lockedFd(path: string, mode: "r" | "a", wait: boolean): number |
         flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB);
         return fd;
       } catch (err) {
-        if (!wait && err instanceof SyscallError && err.errno === EWOULDBLOCK) {
+        // One errno on Linux (11), named EWOULDBLOCK by the runtime's table; EAGAIN is its other name.
+        if (!wait && (errnoOf(err) === "EWOULDBLOCK" || errnoOf(err) === "EAGAIN")) {
           closeSync(fd);
           return undefined;
         }
-        if (!(err instanceof SyscallError && err.errno === EINTR)) throw err;
+        if (errnoOf(err) !== "EINTR") throw err;
       }
     }
   } catch (err) {

@@ -21,6 +21,7 @@ import { accessSync, constants, mkdirSync, readFileSync, unlinkSync } from "node
 import { dirname, join } from "node:path";
 import { CniError, ErrorCode } from "../../../shared/cni/errors.ts";
 import { isJsonObject } from "../../../shared/cni/json.ts";
+import { errnoOf, messageOf } from "../../../shared/errors.ts";
 import { syncDir, writeFileAtomically } from "../node/atomic.ts";
 import { type Allocation, type ClaimOutcome, type Pool, type PoolChange, type PoolId, type ReservationHolder, type WhereaboutsStore, sameHolder } from "./interface.ts";
 
@@ -45,12 +46,7 @@ export function openFileStore(options: FileStoreOptions): WhereaboutsStore {
 }
 
 function storeError(what: string, path: string, err: unknown): CniError {
-  const reason = err instanceof Error ? err.message : String(err);
-  return new CniError(ErrorCode.IOFailure, `whereabouts file store: cannot ${what} ${path}: ${reason}`);
-}
-
-function isNotFound(err: unknown): boolean {
-  return err instanceof Error && "code" in err && err.code === "ENOENT";
+  return new CniError(ErrorCode.IOFailure, `whereabouts file store: cannot ${what} ${path}: ${messageOf(err)}`);
 }
 
 /** The folder of one `network_name`'s pools and reservations (and its journal) under `datastore_dir`. */
@@ -179,7 +175,7 @@ function readJson(path: string): unknown {
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    if (isNotFound(err)) return undefined;
+    if (errnoOf(err) === "ENOENT") return undefined;
     throw storeError("read", path, err);
   }
   try {

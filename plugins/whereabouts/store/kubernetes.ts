@@ -12,6 +12,7 @@
  * answers too slowly, is CniError 11 ("try again later").
  */
 import { CniError, ErrorCode } from "../../../shared/cni/errors.ts";
+import { errnoOf, messageOf } from "../../../shared/errors.ts";
 import { KubeApiError, KubeClient, KubeUnavailableError, type JsonPatchOperation, type ObjectMeta } from "../../../shared/kube/client.ts";
 import { KubeconfigError, inClusterConnection, loadKubeconfig } from "../../../shared/kube/config.ts";
 import type { StoreChoice } from "../config.ts";
@@ -62,9 +63,8 @@ export async function openKubernetesStore(
     return new KubernetesStore(new KubeClient(connection, { deadline }), nodeLock);
   } catch (err) {
     // A kubeconfig that does not resolve, or a token or CA file it names that cannot be read.
-    const reason = err instanceof Error ? err.message : String(err);
-    if (err instanceof KubeconfigError || (err instanceof Error && "code" in err)) {
-      throw new CniError(ErrorCode.InvalidConfig, `cannot use the Kubernetes datastore: ${reason}`);
+    if (err instanceof KubeconfigError || errnoOf(err) !== undefined) {
+      throw new CniError(ErrorCode.InvalidConfig, `cannot use the Kubernetes datastore: ${messageOf(err)}`);
     }
     throw err;
   }
