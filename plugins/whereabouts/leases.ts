@@ -7,7 +7,8 @@
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import type { Attachment } from "../../shared/cni/types.ts";
 import { offsetOfKey } from "./names.ts";
-import { type IpRange, type Span, bitsOf, parseCidr } from "./range.ts";
+import { bitsOf } from "../../shared/ip.ts";
+import { type IpRange, type Span, parseCidr } from "./range.ts";
 import type { Allocation, Pool } from "./store/interface.ts";
 
 export interface Lease {

@@ -3,10 +3,14 @@
  * 128 bits), a range is a network plus the span handed out from it, and text is written the way
  * Go prints IPs, because IPPool and reservation names are built from that text (reference §8.5).
  * Pure: unit-tested.
+ *
+ * `Family` and `bitsOf` are shared/ip.ts's. The address form is whereabouts' own: shared/ip.ts
+ * holds ipaddr.js objects (byte forms for netlink, prefix relations) and reads IPv4 as Go's
+ * net.ParseIP does, where ranges are read as upstream's range parser reads them (leading zeros
+ * allowed) and their arithmetic needs 128-bit integers.
  */
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
-
-export type Family = 4 | 6;
+import { type Family, bitsOf } from "../../shared/ip.ts";
 
 export interface Address {
   family: Family;
@@ -41,10 +45,6 @@ export interface RangeSpec {
   exclude: string[];
   /** Names the entry in messages: "ipam.range", "ipam.ipRanges[1].range". */
   label: string;
-}
-
-export function bitsOf(family: Family): number {
-  return family === 4 ? 32 : 128;
 }
 
 /**
