@@ -83,6 +83,32 @@ describe("a node's ADDs of one pool, served together", () => {
     expect(readdirSync(queue(dir))).toEqual(["other.request"]);
   });
 
+  test("a request that does not read back as one is dropped, not served", async () => {
+    const dir = lockDir();
+    const batch = new FileNodeBatch(dir, () => {
+      writeFileSync(join(queue(dir), "torn.request"), '{"pid":101,"finger');
+      writeFileSync(join(queue(dir), "odd.request"), JSON.stringify({ pid: "101", fingerprint: "fp", who: { podRef: "default/pod-2" } }));
+      return () => {};
+    }, { alive });
+    let served: BatchRequester[] = [];
+    await batch.run("pool", "fp", pod(1), async (requesters) => {
+      served = requesters;
+      return requesters.map((_, n) => given(n));
+    });
+    expect(served).toEqual([pod(1)]);
+    expect(readdirSync(queue(dir))).toEqual([]);
+  });
+
+  test("an answer that does not read back as one is code 5, and gone", async () => {
+    const dir = lockDir();
+    const batch = new FileNodeBatch(dir, () => {
+      writeFileSync(join(queue(dir), "ctr-1:net1.answer"), JSON.stringify({ address: 7 }));
+      return () => {};
+    }, { alive });
+    await expect(batch.run("pool", "fp", pod(1), async () => [given(1)])).rejects.toMatchObject({ code: 5 });
+    expect(readdirSync(queue(dir))).toEqual([]);
+  });
+
   test("an ADD served while it waited takes its answer and leads nothing", async () => {
     const dir = lockDir();
     // The lock comes back after another leader answered every request in the queue.

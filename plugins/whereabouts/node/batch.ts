@@ -16,8 +16,11 @@
  */
 import { mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { CniError, ErrorCode } from "../../../shared/cni/errors.ts";
+import { isJsonObject } from "../../../shared/cni/json.ts";
 import { errnoOf } from "../../../shared/errors.ts";
 import { writeFileAtomically } from "./atomic.ts";
+import { hasStrings, parseJson } from "./json.ts";
 
 /** Who asks; the same fields as operations' Requester, kept here so this module stands alone. */
 export interface BatchRequester {
@@ -80,7 +83,9 @@ export class FileNodeBatch implements NodeBatch {
       const served = readIfExists(answer);
       if (served !== undefined) {
         rmSync(answer, { force: true });
-        return JSON.parse(served) as BatchOutcome;
+        const outcome = parseJson(served);
+        if (!isOutcome(outcome)) throw new CniError(ErrorCode.IOFailure, `whereabouts node batch: answer ${answer} is corrupt`);
+        return outcome;
       }
       const others = this.queued(queue, id, fingerprint, who);
       this.options.onTurn?.();
@@ -127,15 +132,9 @@ export class FileNodeBatch implements NodeBatch {
       if (id === ownId) continue;
       const text = readIfExists(join(queue, file));
       if (text === undefined) continue;
-      let queued: QueuedRequest;
-      try {
-        queued = JSON.parse(text) as QueuedRequest;
-      } catch {
-        rmSync(join(queue, file), { force: true });
-        continue;
-      }
-      if (!(this.options.alive ?? processAlive)(queued.pid)) {
-        // Its ADD is gone: serving it would allocate for nobody.
+      const queued = parseJson(text);
+      if (!isQueuedRequest(queued) || !(this.options.alive ?? processAlive)(queued.pid)) {
+        // Its ADD is gone (or left the request unreadable): serving it would allocate for nobody.
         rmSync(join(queue, file), { force: true });
         continue;
       }
@@ -143,7 +142,8 @@ export class FileNodeBatch implements NodeBatch {
       const holder = `${queued.who.podRef}\0${queued.who.ifName}`;
       if (holders.has(holder)) continue;
       holders.add(holder);
-      found.push({ id, who: queued.who });
+      const { containerId, ifName, podRef } = queued.who;
+      found.push({ id, who: { containerId, ifName, podRef } });
       if (found.length === MAX_BATCH - 1) break;
     }
     return found;
@@ -158,6 +158,17 @@ export class FileNodeBatch implements NodeBatch {
  */
 function requestId(who: Pick<BatchRequester, "containerId" | "ifName">): string {
   return `${who.containerId}:${who.ifName}`;
+}
+
+function isQueuedRequest(value: unknown): value is QueuedRequest {
+  return hasStrings(value, ["fingerprint"]) && Number.isInteger(value.pid) && hasStrings(value.who, ["containerId", "ifName", "podRef"]);
+}
+
+function isOutcome(value: unknown): value is BatchOutcome {
+  if (!isJsonObject(value)) return false;
+  if (value.error === undefined) return hasStrings(value, ["address", "key"]) && typeof value.created === "boolean";
+  const { error } = value;
+  return isJsonObject(error) && Number.isInteger(error.code) && typeof error.msg === "string" && (error.details === undefined || typeof error.details === "string");
 }
 
 function processAlive(pid: number): boolean {

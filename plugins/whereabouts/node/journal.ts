@@ -19,8 +19,10 @@
  */
 import { closeSync, mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { isJsonObject } from "../../../shared/cni/json.ts";
 import { errnoOf } from "../../../shared/errors.ts";
 import { writeFileAtomically } from "./atomic.ts";
+import { hasStrings, parseJson } from "./json.ts";
 import { type LockFile, attachmentFileName } from "./ledger.ts";
 import type { UnreleasedReservation } from "../store/interface.ts";
 
@@ -217,11 +219,11 @@ function readEntry(path: string, text: string): JournalEntry | undefined {
   for (const row of text.split("\n")) {
     const line = parseJson(row);
     if (!header) {
-      if (!(isObject(line) && isOrigin(line.origin) && typeof line.recordedAt === "string")) return undefined;
+      if (!(hasStrings(line, ["recordedAt"]) && isOrigin(line.origin))) return undefined;
       header = { origin: line.origin, recordedAt: line.recordedAt };
-    } else if (isObject(line) && isReservation(line.track)) {
+    } else if (isJsonObject(line) && isReservation(line.track)) {
       open.set(keyOf(line.track), line.track);
-    } else if (isObject(line) && isReservation(line.settle)) {
+    } else if (isJsonObject(line) && isReservation(line.settle)) {
       open.delete(keyOf(line.settle));
     }
     // Anything else is the line a kill cut short.
@@ -229,30 +231,18 @@ function readEntry(path: string, text: string): JournalEntry | undefined {
   return header && { kind: "reservations", path, origin: header.origin, recordedAt: header.recordedAt, reservations: [...open.values()] };
 }
 
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
 function isOrigin(value: unknown): value is Origin {
-  return isObject(value) && ["config", "cniArgs", "containerId", "ifName"].every((key) => typeof value[key] === "string");
+  return hasStrings(value, ["config", "cniArgs", "containerId", "ifName"]);
 }
 
 function isReservation(value: unknown): value is UnreleasedReservation {
-  if (!(isObject(value) && typeof value.range === "string" && typeof value.address === "string" && isObject(value.holder))) return false;
-  const { podref, ifname } = value.holder;
-  return typeof podref === "string" && (ifname === undefined || typeof ifname === "string");
+  if (!(hasStrings(value, ["range", "address"]) && hasStrings(value.holder, ["podref"]))) return false;
+  const { ifname } = value.holder;
+  return ifname === undefined || typeof ifname === "string";
 }
 
 function isReleaseFile(value: unknown): value is ReleaseFile {
-  return isOrigin(value) && isObject(value) && typeof value.recordedAt === "string" && (value.reservation === undefined || isReservation(value.reservation));
+  return isOrigin(value) && hasStrings(value, ["recordedAt"]) && (value.reservation === undefined || isReservation(value.reservation));
 }
 
 function unlinkQuietly(path: string): void {

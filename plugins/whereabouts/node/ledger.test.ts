@@ -50,13 +50,14 @@ describe("the node's ledger of attachments, for GC", () => {
     expect(readdirSync(ledger.dir)).toEqual([]);
   });
 
-  test("an attachment whose ADD still runs (its entry locked), or whose entry is torn, is not garbage", async () => {
+  test("an attachment whose ADD still runs (its entry locked), or whose entry is torn or not an attachment's, is not garbage", async () => {
     const ledger = ledgerWith(new Set(["net:busy:net1.attachment.json"]));
     ledger.record(net("busy"))();
     ledger.record(net("done"))();
     writeFileSync(join(ledger.dir, "net:torn:net1.attachment.json"), '{"network":"net","contai');
+    writeFileSync(join(ledger.dir, "net:odd:net1.attachment.json"), JSON.stringify({ network: "net", containerId: 7, ifName: "net1" }));
     expect(await collected(ledger, "net", [])).toEqual(["done"]);
-    expect(readdirSync(ledger.dir).sort()).toEqual(["net:busy:net1.attachment.json", "net:torn:net1.attachment.json"]);
+    expect(readdirSync(ledger.dir).sort()).toEqual(["net:busy:net1.attachment.json", "net:odd:net1.attachment.json", "net:torn:net1.attachment.json"]);
   });
 
   test("a release that fails keeps the entry for the next GC", async () => {

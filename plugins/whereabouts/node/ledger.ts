@@ -12,6 +12,7 @@
 import { closeSync, fsyncSync, ftruncateSync, mkdirSync, readFileSync, readdirSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { errnoOf } from "../../../shared/errors.ts";
+import { hasStrings, parseJson } from "./json.ts";
 
 export interface Attached {
   network: string;
@@ -84,12 +85,14 @@ export class AttachmentLedger {
       }
       if (fd === undefined) continue;
       try {
-        let entry: Attached;
+        let entry: unknown;
         try {
-          entry = JSON.parse(readFileSync(fd, "utf8")) as Attached;
+          entry = parseJson(readFileSync(fd, "utf8"));
         } catch {
-          continue; // Its ADD died while writing it: there is no attachment to speak of.
+          continue;
         }
+        // Unreadable: its ADD died while writing it, and there is no attachment to speak of.
+        if (!hasStrings(entry, ["network", "containerId", "ifName"])) continue;
         const attached = { network: entry.network, containerId: entry.containerId, ifName: entry.ifName };
         if (attached.network !== network || !garbage(attached)) continue;
         await release(attached);
