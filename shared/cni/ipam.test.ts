@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseNetConf } from "./config.ts";
-import { execPlugin, findPlugin, ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus } from "./ipam.ts";
+import { execPlugin, findPlugin } from "./exec.ts";
+import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus } from "./ipam.ts";
 import { thrown } from "./test-util.ts";
 import type { CmdArgs, Verb } from "./types.ts";
 
