@@ -4,7 +4,6 @@
  * config, open the store it names, replay what the node's journal still owes the store, and hand
  * over to operations.ts.
  */
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { parseNetConf } from "../../shared/cni/config.ts";
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
@@ -18,7 +17,7 @@ import { fileStoreRoot, openFileStore } from "./store/file.ts";
 import { type Origin, ReleaseJournal } from "./node/journal.ts";
 import { type Attached, AttachmentLedger } from "./node/ledger.ts";
 import { KubernetesStore, isUnavailable, openKubernetesStore } from "./store/kubernetes.ts";
-import { flockFile, lockedFd } from "./node/lock.ts";
+import { flocks } from "./node/lock.ts";
 import { type Context, allocate, check, collectGarbage, release, releaseOrphan, status } from "./operations.ts";
 import type { WhereaboutsStore } from "./store/interface.ts";
 
@@ -43,7 +42,7 @@ export const whereabouts: PluginVerbs = {
       // In the ledger before allocating, so that GC finds an ADD that dies midway; out again when
       // the ADD fails, which undoes what it allocated. (A failed re-ADD keeps the address it had
       // and loses its ledger entry: its DEL still releases it, GC no longer can.)
-      const ledger = new AttachmentLedger(store.ledgerDir, lockedFd);
+      const ledger = new AttachmentLedger(store.ledgerDir, flocks);
       const attached = { network: args.conf.name, containerId: args.containerId, ifName: args.ifName };
       const done = ledger.record(attached);
       try {
@@ -68,7 +67,7 @@ export const whereabouts: PluginVerbs = {
       try {
         await release(ctx, args.containerId, args.ifName);
         if (store.kind === "kubernetes") {
-          new AttachmentLedger(store.ledgerDir, lockedFd).forget({ network: args.conf.name, containerId: args.containerId, ifName: args.ifName });
+          new AttachmentLedger(store.ledgerDir, flocks).forget({ network: args.conf.name, containerId: args.containerId, ifName: args.ifName });
         }
       } catch (err) {
         if (store.kind !== "kubernetes") {
@@ -104,7 +103,7 @@ export const whereabouts: PluginVerbs = {
         return;
       }
       const garbage = (attached: Attached) => !valid.some((v) => v.containerID === attached.containerId && v.ifname === attached.ifName);
-      await new AttachmentLedger(store.ledgerDir, lockedFd).collect(args.conf.name, garbage, async (attached) => {
+      await new AttachmentLedger(store.ledgerDir, flocks).collect(args.conf.name, garbage, async (attached) => {
         const released = await release(ctx, attached.containerId, attached.ifName);
         ctx.log.info(`GC: container ${attached.containerId} ${attached.ifName} is no valid attachment; released ${released.join(", ") || "nothing"}`);
       });
@@ -142,7 +141,7 @@ async function withContext<T>(args: CmdArgs, work: (ctx: Context, journal: Relea
   const started = Date.now();
   const timeoutMs = config.store.kind === "kubernetes" ? config.store.timeoutMs : Infinity;
   const stores = new Stores(started + timeoutMs);
-  const journal = new ReleaseJournal(journalDirOf(config), lockedFd);
+  const journal = new ReleaseJournal(journalDirOf(config), flocks);
   try {
     const store = await stores.open(config);
     const batch = nodeBatchOf(config, store);
@@ -172,7 +171,7 @@ function journalDirOf(config: WhereaboutsConfig): string {
 function nodeBatchOf(config: WhereaboutsConfig, store: WhereaboutsStore): NodeBatch | undefined {
   if (config.store.kind !== "kubernetes" || !(store instanceof KubernetesStore)) return undefined;
   const { lockDir, timeoutMs } = config.store;
-  return new FileNodeBatch(lockDir, flockFile, { onTurn: () => store.client.extendDeadline(Date.now() + timeoutMs) });
+  return new FileNodeBatch(lockDir, flocks, { onTurn: () => store.client.extendDeadline(Date.now() + timeoutMs) });
 }
 
 /** The stores an invocation opens, one per store choice: a replayed entry for the same store shares the connection. */
@@ -199,12 +198,9 @@ class Stores {
 async function openStore(config: WhereaboutsConfig, deadline: number): Promise<WhereaboutsStore> {
   switch (config.store.kind) {
     case "file":
-      return openFileStore({ dir: config.store.dir, networkName: config.networkName, lock: flockFile });
-    case "kubernetes": {
-      const { lockDir } = config.store;
-      mkdirSync(lockDir, { recursive: true, mode: 0o700 });
-      return openKubernetesStore(config.store, deadline, (poolName) => flockFile(join(lockDir, `${poolName}.lock`)));
-    }
+      return openFileStore({ dir: config.store.dir, networkName: config.networkName, locks: flocks });
+    case "kubernetes":
+      return openKubernetesStore(config.store, deadline, flocks);
   }
 }
 

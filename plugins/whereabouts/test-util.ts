@@ -1,7 +1,9 @@
-/** Helpers for whereabouts' unit tests: an in-memory store, a recording logger, configs. */
+/** Helpers for whereabouts' unit tests: an in-memory store, locks that lock nothing, a recording logger, configs. */
+import { closeSync, openSync } from "node:fs";
 import { parseNetConf } from "../../shared/cni/config.ts";
 import type { Logger } from "../../shared/log.ts";
 import { type FileSource, type WhereaboutsConfig, loadConfig } from "./config.ts";
+import type { Lock, Locks } from "./node/lock.ts";
 import type { Context } from "./operations.ts";
 import { type Allocation, type ClaimOutcome, type Pool, type PoolChange, type PoolId, type ReservationHolder, type WhereaboutsStore, sameHolder } from "./store/interface.ts";
 
@@ -66,6 +68,35 @@ export class MemoryStore implements WhereaboutsStore {
   allocations(name: string): Record<string, Allocation> {
     return Object.fromEntries(this.pools.get(name)?.allocations ?? []);
   }
+}
+
+/**
+ * Locks for unit tests, which cannot load flock (bun:ffi): they open the file as the real ones do
+ * (`hold` creates it 0600, `tryHold` opens an existing one) and lock nothing. `tryHold` finds the
+ * files whose path ends with a name in `busy` held by another process; `onHold` and `onRelease`
+ * see each path (`onHold` may throw, as a lock that cannot be taken).
+ */
+export function testLocks(options: { busy?: ReadonlySet<string>; onHold?: (path: string) => void; onRelease?: (path: string) => void } = {}): Locks {
+  const open = (path: string, mode: "a" | "r"): Lock => {
+    const fd = openSync(path, mode, 0o600);
+    return {
+      fd,
+      release: () => {
+        closeSync(fd);
+        options.onRelease?.(path);
+      },
+    };
+  };
+  return {
+    hold(path) {
+      options.onHold?.(path);
+      return open(path, "a");
+    },
+    tryHold(path) {
+      if ([...(options.busy ?? [])].some((name) => path.endsWith(name))) return undefined;
+      return open(path, "r");
+    },
+  };
 }
 
 export interface RecordingLogger extends Logger {

@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
+import { testLocks } from "../test-util.ts";
 import { type BatchOutcome, type BatchRequester, FileNodeBatch } from "./batch.ts";
 
 const dirs: string[] = [];
@@ -28,11 +29,17 @@ const PIDS_ALIVE = new Set([101, 102, 103]);
 const alive = (pid: number) => PIDS_ALIVE.has(pid);
 
 /** A node batch whose lock, once taken, finds these requests queued by other ADDs meanwhile. */
-function batchFinding(dir: string, queued: Parameters<typeof enqueue>[], release = () => {}): FileNodeBatch {
-  return new FileNodeBatch(dir, () => {
-    for (const request of queued) enqueue(...request);
-    return release;
-  }, { alive });
+function batchFinding(dir: string, queued: Parameters<typeof enqueue>[], onRelease = () => {}): FileNodeBatch {
+  return new FileNodeBatch(
+    dir,
+    testLocks({
+      onHold: () => {
+        for (const request of queued) enqueue(...request);
+      },
+      onRelease,
+    }),
+    { alive },
+  );
 }
 
 describe("a node's ADDs of one pool, served together", () => {
@@ -40,7 +47,7 @@ describe("a node's ADDs of one pool, served together", () => {
     const dir = lockDir();
     const locked: string[] = [];
     let led = 0;
-    const batch = new FileNodeBatch(dir, (path) => (locked.push(path), () => {}), { alive, onTurn: () => void led++ });
+    const batch = new FileNodeBatch(dir, testLocks({ onHold: (path) => locked.push(path) }), { alive, onTurn: () => void led++ });
     const leads: BatchRequester[][] = [];
     const outcome = await batch.run("pool", "fp", pod(1), async (requesters) => (leads.push(requesters), [given(1)]));
     expect(outcome).toEqual(given(1));
@@ -85,11 +92,11 @@ describe("a node's ADDs of one pool, served together", () => {
 
   test("a request that does not read back as one is dropped, not served", async () => {
     const dir = lockDir();
-    const batch = new FileNodeBatch(dir, () => {
+    const onHold = () => {
       writeFileSync(join(queue(dir), "torn.request"), '{"pid":101,"finger');
       writeFileSync(join(queue(dir), "odd.request"), JSON.stringify({ pid: "101", fingerprint: "fp", who: { podRef: "default/pod-2" } }));
-      return () => {};
-    }, { alive });
+    };
+    const batch = new FileNodeBatch(dir, testLocks({ onHold }), { alive });
     let served: BatchRequester[] = [];
     await batch.run("pool", "fp", pod(1), async (requesters) => {
       served = requesters;
@@ -101,10 +108,8 @@ describe("a node's ADDs of one pool, served together", () => {
 
   test("an answer that does not read back as one is code 5, and gone", async () => {
     const dir = lockDir();
-    const batch = new FileNodeBatch(dir, () => {
-      writeFileSync(join(queue(dir), "ctr-1:net1.answer"), JSON.stringify({ address: 7 }));
-      return () => {};
-    }, { alive });
+    const onHold = () => writeFileSync(join(queue(dir), "ctr-1:net1.answer"), JSON.stringify({ address: 7 }));
+    const batch = new FileNodeBatch(dir, testLocks({ onHold }), { alive });
     await expect(batch.run("pool", "fp", pod(1), async () => [given(1)])).rejects.toMatchObject({ code: 5 });
     expect(readdirSync(queue(dir))).toEqual([]);
   });
@@ -112,13 +117,13 @@ describe("a node's ADDs of one pool, served together", () => {
   test("an ADD served while it waited takes its answer and leads nothing", async () => {
     const dir = lockDir();
     // The lock comes back after another leader answered every request in the queue.
-    const batch = new FileNodeBatch(dir, () => {
+    const onHold = () => {
       for (const file of readdirSync(queue(dir))) {
         writeFileSync(join(queue(dir), file.replace(".request", ".answer")), JSON.stringify(given(7)));
         rmSync(join(queue(dir), file));
       }
-      return () => {};
-    }, { alive });
+    };
+    const batch = new FileNodeBatch(dir, testLocks({ onHold }), { alive });
     const outcome = await batch.run("pool", "fp", pod(1), async () => {
       throw new Error("must not lead");
     });
@@ -164,7 +169,7 @@ describe("a node's ADDs of one pool, served together", () => {
     const dir = lockDir();
     const locked: string[] = [];
     let turns = 0;
-    const batch = new FileNodeBatch(dir, (path) => (locked.push(path), () => {}), { alive, onTurn: () => void turns++ });
+    const batch = new FileNodeBatch(dir, testLocks({ onHold: (path) => locked.push(path) }), { alive, onTurn: () => void turns++ });
     await batch.run("pool", "fp", pod(9), async () => [given(9)]);
     enqueue(dir, "ctr-2:net1", 101, "fp", pod(2));
     writeFileSync(join(queue(dir), "ctr-2:net1.answer"), JSON.stringify(given(2)));

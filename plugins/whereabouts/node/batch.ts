@@ -20,6 +20,7 @@ import { CniError, ErrorCode } from "../../../shared/cni/errors.ts";
 import { isJsonObject } from "../../../shared/cni/json.ts";
 import { errnoOf } from "../../../shared/errors.ts";
 import { writeFileAtomically } from "./atomic.ts";
+import type { Locks } from "./lock.ts";
 import { hasStrings, parseJson } from "./json.ts";
 
 /** Who asks; the same fields as operations' Requester, kept here so this module stands alone. */
@@ -59,13 +60,10 @@ interface QueuedRequest {
 const MAX_BATCH = 32;
 
 export class FileNodeBatch implements NodeBatch {
-  /**
-   * `dir`: this node's lock folder; `lock(path)` blocks until this process holds an exclusive
-   * lock on the file and returns its release (flock in the plugin).
-   */
+  /** `dir`: this node's lock folder, where each pool's batch lock and queue live. */
   constructor(
     private readonly dir: string,
-    private readonly lock: (path: string) => () => void,
+    private readonly locks: Locks,
     private readonly options: { onTurn?: () => void; alive?: (pid: number) => boolean } = {},
   ) {}
 
@@ -78,7 +76,7 @@ export class FileNodeBatch implements NodeBatch {
     // An answer left for an earlier ADD of this container that did not wait for it.
     rmSync(answer, { force: true });
     writeFileAtomic(request, JSON.stringify({ pid: process.pid, fingerprint, who } satisfies QueuedRequest));
-    const release = this.lock(join(this.dir, `${poolName}.batch.lock`));
+    const lock = this.locks.hold(join(this.dir, `${poolName}.batch.lock`));
     try {
       const served = readIfExists(answer);
       if (served !== undefined) {
@@ -99,14 +97,14 @@ export class FileNodeBatch implements NodeBatch {
       return outcomes[0]!;
     } finally {
       rmSync(request, { force: true });
-      release();
+      lock.release();
     }
   }
 
   async alone<T>(poolName: string, sandbox: Pick<BatchRequester, "containerId" | "ifName">, work: () => Promise<T>): Promise<T> {
     const queue = join(this.dir, `${poolName}.queue`);
     mkdirSync(queue, { recursive: true, mode: 0o700 });
-    const release = this.lock(join(this.dir, `${poolName}.batch.lock`));
+    const lock = this.locks.hold(join(this.dir, `${poolName}.batch.lock`));
     try {
       const id = requestId(sandbox);
       rmSync(join(queue, `${id}.request`), { force: true });
@@ -114,7 +112,7 @@ export class FileNodeBatch implements NodeBatch {
       this.options.onTurn?.();
       return await work();
     } finally {
-      release();
+      lock.release();
     }
   }
 

@@ -1,9 +1,9 @@
-import { appendFileSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
 import { type JournalEntry, ReleaseJournal } from "./journal.ts";
-import type { LockFile } from "./ledger.ts";
+import { testLocks } from "../test-util.ts";
 import type { UnreleasedReservation } from "../store/interface.ts";
 
 const dirs: string[] = [];
@@ -11,18 +11,10 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-/** Opens without locking, except that files named in `busy` are held by someone else. */
-function locks(busy: Set<string> = new Set()): LockFile {
-  return (path, mode, wait) => {
-    if (!wait && [...busy].some((name) => path.endsWith(name))) return undefined;
-    return openSync(path, mode, 0o600);
-  };
-}
-
 function journalWith(busy?: Set<string>): ReleaseJournal {
   const dir = mkdtempSync(join(tmpdir(), "cnit-journal-"));
   dirs.push(dir);
-  return new ReleaseJournal(join(dir, "journal"), locks(busy));
+  return new ReleaseJournal(join(dir, "journal"), testLocks({ busy }));
 }
 
 const origin = (containerId: string) => ({ config: '{"name":"net"}', cniArgs: "K8S_POD_NAME=p", containerId, ifName: "net1" });

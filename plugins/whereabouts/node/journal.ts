@@ -17,13 +17,14 @@
  * Whoever replays an entry holds its flock meanwhile, so concurrent invocations never replay one
  * entry twice, and an entry that cannot be locked (in flight or being replayed) is passed over.
  */
-import { closeSync, mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { isJsonObject } from "../../../shared/cni/json.ts";
 import { errnoOf } from "../../../shared/errors.ts";
 import { writeFileAtomically } from "./atomic.ts";
 import { hasStrings, parseJson } from "./json.ts";
-import { type LockFile, attachmentFileName } from "./ledger.ts";
+import { attachmentFileName } from "./ledger.ts";
+import type { Lock, Locks } from "./lock.ts";
 import type { UnreleasedReservation } from "../store/interface.ts";
 
 /** The invocation an entry comes from: enough to open the same store and ranges again. */
@@ -63,7 +64,7 @@ type LogLine = { origin: Origin; recordedAt: string } | { track: UnreleasedReser
 export class ReleaseJournal {
   constructor(
     readonly dir: string,
-    private readonly lockFile: LockFile,
+    private readonly locks: Locks,
   ) {}
 
   /** Records a DEL's release of the attachment's allocations; the same attachment recorded twice is one entry. */
@@ -79,7 +80,7 @@ export class ReleaseJournal {
   log(network: string, origin: Origin): ReservationLog {
     // The process and a counter: an invocation may open a log for a replayed entry of its own attachment.
     const name = `${attachmentFileName({ network, containerId: origin.containerId, ifName: origin.ifName })}.${process.pid}-${++logs}`;
-    return new ReservationLog(this.dir, name, origin, this.lockFile);
+    return new ReservationLog(this.dir, name, origin, this.locks);
   }
 
   /**
@@ -97,21 +98,22 @@ export class ReleaseJournal {
     }
     for (const name of names) {
       const path = join(this.dir, name);
-      let fd: number | undefined;
+      let lock: Lock | undefined;
       try {
-        fd = this.lockFile(path, "r", false);
+        lock = this.locks.tryHold(path);
       } catch (err) {
         if (errnoOf(err) === "ENOENT") continue; // Replayed and removed by another process meanwhile.
         throw err;
       }
-      if (fd === undefined) continue;
+      if (lock === undefined) continue;
+      const held = lock;
       let open = true;
       const unlock = () => {
-        if (open) closeSync(fd);
+        if (open) held.release();
         open = false;
       };
       try {
-        const entry = readEntry(path, readFileSync(fd, "utf8"));
+        const entry = readEntry(path, readFileSync(held.fd, "utf8"));
         if (!entry) continue;
         yield {
           entry,
@@ -134,14 +136,14 @@ export class ReleaseJournal {
  * which was not claimed yet.
  */
 export class ReservationLog {
-  private fd: number | undefined;
+  private lock: Lock | undefined;
   private readonly open = new Map<string, UnreleasedReservation>();
 
   constructor(
     private readonly dir: string,
     private readonly name: string,
     private readonly origin: Origin,
-    private readonly lockFile: LockFile,
+    private readonly locks: Locks,
   ) {}
 
   /** Logs `reservation` as one this invocation may leave behind: before it is claimed, or when its release failed. */
@@ -166,16 +168,16 @@ export class ReservationLog {
 
   /** At the invocation's end: the log goes when all is settled, and stays, unlocked, for a replay otherwise. */
   close(): void {
-    if (this.fd === undefined) return;
+    if (this.lock === undefined) return;
     if (this.open.size === 0) unlinkQuietly(join(this.dir, `${this.name}${RESERVATIONS}`));
-    closeSync(this.fd);
-    this.fd = undefined;
+    this.lock.release();
+    this.lock = undefined;
   }
 
   private append(line: LogLine): void {
-    if (this.fd === undefined) this.fd = this.create();
+    this.lock ??= this.create();
     const bytes = Buffer.from(`${JSON.stringify(line)}\n`);
-    for (let off = 0; off < bytes.length; ) off += writeSync(this.fd, bytes, off);
+    for (let off = 0; off < bytes.length; ) off += writeSync(this.lock.fd, bytes, off);
   }
 
   /**
@@ -184,20 +186,20 @@ export class ReservationLog {
    * synced: it guards against this process dying, not the node (whose reboot ends every ADD
    * anyway, and whose pool entries outlive it).
    */
-  private create(): number {
+  private create(): Lock {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const path = join(this.dir, `${this.name}${RESERVATIONS}`);
     const temporary = `${path}.tmp`;
-    const fd = this.lockFile(temporary, "a", true)!;
+    const lock = this.locks.hold(temporary);
     try {
       const header = Buffer.from(`${JSON.stringify({ origin: this.origin, recordedAt: new Date().toISOString() } satisfies LogLine)}\n`);
-      for (let off = 0; off < header.length; ) off += writeSync(fd, header, off);
+      for (let off = 0; off < header.length; ) off += writeSync(lock.fd, header, off);
       renameSync(temporary, path);
     } catch (err) {
-      closeSync(fd);
+      lock.release();
       throw err;
     }
-    return fd;
+    return lock;
   }
 }
 

@@ -1,26 +1,19 @@
-import { mkdtempSync, openSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
-import { type Attached, AttachmentLedger, type LockFile } from "./ledger.ts";
+import { testLocks } from "../test-util.ts";
+import { type Attached, AttachmentLedger } from "./ledger.ts";
 
 const dirs: string[] = [];
 afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-/** Opens without locking, except that paths in `busy` are held by someone else. */
-function locks(busy: Set<string> = new Set()): LockFile {
-  return (path, mode, wait) => {
-    if (!wait && [...busy].some((name) => path.endsWith(name))) return undefined;
-    return openSync(path, mode, 0o600);
-  };
-}
-
 function ledgerWith(busy?: Set<string>): AttachmentLedger {
   const dir = mkdtempSync(join(tmpdir(), "cnit-ledger-"));
   dirs.push(dir);
-  return new AttachmentLedger(join(dir, "attachments"), locks(busy));
+  return new AttachmentLedger(join(dir, "attachments"), testLocks({ busy }));
 }
 
 const net = (containerId: string, network = "net"): Attached => ({ network, containerId, ifName: "net1" });

@@ -9,10 +9,11 @@
  * on its entry until it is done, and GC passes over entries it cannot lock: an attachment whose
  * ADD is still running is in no runtime's list yet, and is not garbage.
  */
-import { closeSync, fsyncSync, ftruncateSync, mkdirSync, readFileSync, readdirSync, unlinkSync, writeSync } from "node:fs";
+import { fsyncSync, ftruncateSync, mkdirSync, readFileSync, readdirSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { errnoOf } from "../../../shared/errors.ts";
 import { hasStrings, parseJson } from "./json.ts";
+import type { Lock, Locks } from "./lock.ts";
 
 export interface Attached {
   network: string;
@@ -29,31 +30,28 @@ export function attachmentFileName({ network, containerId, ifName }: Attached): 
   return `${network}:${containerId}:${ifName}`;
 }
 
-/** Opens `path` holding an exclusive flock on it ("a" creates it 0600); without `wait`, undefined while another holds it. */
-export type LockFile = (path: string, mode: "r" | "a", wait: boolean) => number | undefined;
-
 const SUFFIX = ".attachment.json";
 
 export class AttachmentLedger {
   constructor(
     readonly dir: string,
-    private readonly lockFile: LockFile,
+    private readonly locks: Locks,
   ) {}
 
   /** Records the attachment, locked until the returned release (when its ADD is done). */
   record(attached: Attached): () => void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const fd = this.lockFile(this.path(attached), "a", true)!;
+    const lock = this.locks.hold(this.path(attached));
     try {
-      ftruncateSync(fd, 0);
-      writeSync(fd, JSON.stringify({ ...attached, recordedAt: new Date().toISOString() }));
+      ftruncateSync(lock.fd, 0);
+      writeSync(lock.fd, JSON.stringify({ ...attached, recordedAt: new Date().toISOString() }));
       // GC typically runs after a restart: the entry must outlive a crash.
-      fsyncSync(fd);
+      fsyncSync(lock.fd);
     } catch (err) {
-      closeSync(fd);
+      lock.release();
       throw err;
     }
-    return () => closeSync(fd);
+    return () => lock.release();
   }
 
   forget(attached: Attached): void {
@@ -77,17 +75,17 @@ export class AttachmentLedger {
       return;
     }
     for (const name of names) {
-      let fd: number | undefined;
+      let lock: Lock | undefined;
       try {
-        fd = this.lockFile(join(this.dir, name), "r", false);
+        lock = this.locks.tryHold(join(this.dir, name));
       } catch {
         continue; // Forgotten by a DEL meanwhile.
       }
-      if (fd === undefined) continue;
+      if (lock === undefined) continue;
       try {
         let entry: unknown;
         try {
-          entry = parseJson(readFileSync(fd, "utf8"));
+          entry = parseJson(readFileSync(lock.fd, "utf8"));
         } catch {
           continue;
         }
@@ -98,7 +96,7 @@ export class AttachmentLedger {
         await release(attached);
         this.forget(attached);
       } finally {
-        closeSync(fd);
+        lock.release();
       }
     }
   }

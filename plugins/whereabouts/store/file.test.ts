@@ -3,30 +3,32 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, w
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CniError } from "../../../shared/cni/errors.ts";
-import { type Locker, openFileStore } from "./file.ts";
+import { openFileStore } from "./file.ts";
 import { allocate, release } from "../operations.ts";
 import type { WhereaboutsStore } from "./interface.ts";
-import { configOf, recordingLogger } from "../test-util.ts";
+import { configOf, recordingLogger, testLocks } from "../test-util.ts";
 
 let dir: string;
 let events: string[];
 let held: Set<string>;
 
 /** Records lock and unlock order, and fails on taking a lock twice (flock would deadlock there). */
-const testLock: Locker = (path) => {
-  const name = path.slice(dir.length + 1);
-  if (held.has(name)) throw new Error(`${name} locked twice`);
-  held.add(name);
-  writeFileSync(path, "", { flag: "a", mode: 0o600 });
-  events.push(`lock ${name}`);
-  return () => {
+const recordingLocks = testLocks({
+  onHold: (path) => {
+    const name = path.slice(dir.length + 1);
+    if (held.has(name)) throw new Error(`${name} locked twice`);
+    held.add(name);
+    events.push(`lock ${name}`);
+  },
+  onRelease: (path) => {
+    const name = path.slice(dir.length + 1);
     held.delete(name);
     events.push(`unlock ${name}`);
-  };
-};
+  },
+});
 
 function store(networkName = ""): WhereaboutsStore {
-  return openFileStore({ dir, networkName, lock: testLock });
+  return openFileStore({ dir, networkName, locks: recordingLocks });
 }
 
 const POOL = { name: "10.0.0.0-24", range: "10.0.0.0/24" };
@@ -159,7 +161,7 @@ describe("through the operations", () => {
 
   test("ping fails when the directory cannot be made", async () => {
     writeFileSync(join(dir, "file"), "");
-    const s = openFileStore({ dir: join(dir, "file"), networkName: "", lock: testLock });
+    const s = openFileStore({ dir: join(dir, "file"), networkName: "", locks: recordingLocks });
     await expect(s.ping()).rejects.toThrow(/cannot create directory/);
     await store().ping();
   });

@@ -14,8 +14,8 @@
  * crash in between leaves at worst a reservation without its allocation: an address blocked,
  * never one handed out twice.
  *
- * The lock itself comes from outside (`Locker`): flock(2) in the plugin (lock.ts, which needs
- * bun:ffi), anything in unit tests.
+ * The lock itself comes from outside (`Locks`, node/lock.ts): flock(2) in the plugin, a fake in
+ * unit tests.
  */
 import { accessSync, constants, mkdirSync, readFileSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -23,10 +23,8 @@ import { CniError, ErrorCode } from "../../../shared/cni/errors.ts";
 import { isJsonObject } from "../../../shared/cni/json.ts";
 import { errnoOf, messageOf } from "../../../shared/errors.ts";
 import { syncDir, writeFileAtomically } from "../node/atomic.ts";
+import type { Lock, Locks } from "../node/lock.ts";
 import { type Allocation, type ClaimOutcome, type Pool, type PoolChange, type PoolId, type ReservationHolder, type WhereaboutsStore, sameHolder } from "./interface.ts";
-
-/** Takes an exclusive lock named by `path` (creating the file, mode 0600) and returns its release. */
-export type Locker = (path: string) => () => void;
 
 /** The directory of networks without a network_name. */
 export const DEFAULT_SCOPE = "default";
@@ -38,7 +36,7 @@ export interface FileStoreOptions {
   dir: string;
   /** network_name; empty for none. */
   networkName: string;
-  lock: Locker;
+  locks: Locks;
 }
 
 export function openFileStore(options: FileStoreOptions): WhereaboutsStore {
@@ -56,11 +54,11 @@ export function fileStoreRoot(dir: string, networkName: string): string {
 
 class FileStore implements WhereaboutsStore {
   private readonly root: string;
-  private readonly lock: Locker;
+  private readonly locks: Locks;
 
   constructor(options: FileStoreOptions) {
     this.root = fileStoreRoot(options.dir, options.networkName);
-    this.lock = options.lock;
+    this.locks = options.locks;
   }
 
   private poolPath(name: string): string {
@@ -85,14 +83,14 @@ class FileStore implements WhereaboutsStore {
   async updatePool<T>(pool: PoolId, change: (current: Pool) => Promise<PoolChange<T>>): Promise<T> {
     const path = this.poolPath(pool.name);
     makeDir(dirname(path));
-    const unlock = this.takeLock(join(this.root, POOLS, `${pool.name}.lock`));
+    const lock = this.takeLock(join(this.root, POOLS, `${pool.name}.lock`));
     try {
       const current = await this.readPool(pool);
       const { allocations, value } = await change(current);
       if (allocations !== undefined) writeAtomically(path, encodePool(current.range, allocations));
       return value;
     } finally {
-      unlock();
+      lock.release();
     }
   }
 
@@ -144,17 +142,17 @@ class FileStore implements WhereaboutsStore {
 
   private withReservations<T>(work: () => T): T {
     makeDir(join(this.root, RESERVATIONS));
-    const unlock = this.takeLock(join(this.root, `${RESERVATIONS}.lock`));
+    const lock = this.takeLock(join(this.root, `${RESERVATIONS}.lock`));
     try {
       return work();
     } finally {
-      unlock();
+      lock.release();
     }
   }
 
-  private takeLock(path: string): () => void {
+  private takeLock(path: string): Lock {
     try {
-      return this.lock(path);
+      return this.locks.hold(path);
     } catch (err) {
       throw storeError("lock", path, err);
     }

@@ -11,11 +11,14 @@
  * Every call shares one deadline per invocation; an API server that cannot be reached, or
  * answers too slowly, is CniError 11 ("try again later").
  */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { CniError, ErrorCode } from "../../../shared/cni/errors.ts";
 import { errnoOf, messageOf } from "../../../shared/errors.ts";
 import { KubeApiError, KubeClient, KubeUnavailableError, type JsonPatchOperation, type ObjectMeta } from "../../../shared/kube/client.ts";
 import { KubeconfigError, inClusterConnection, loadKubeconfig } from "../../../shared/kube/config.ts";
 import type { StoreChoice } from "../config.ts";
+import type { Locks } from "../node/lock.ts";
 import {
   type Allocation,
   type ClaimOutcome,
@@ -48,19 +51,20 @@ interface ReservationObject {
 
 type KubernetesChoice = Extract<StoreChoice, { kind: "kubernetes" }>;
 
-/** Serialises this node's writers of one pool: `lock(name)` blocks until held, returns the release. */
-export type NodeLock = (poolName: string) => () => void;
-
-/** `deadline` (epoch ms) bounds every API call of this store: one per plugin invocation. */
+/**
+ * `deadline` (epoch ms) bounds every API call of this store: one per plugin invocation. `locks`
+ * serialise this node's writers of a pool, through a lock file per pool in the choice's lockDir.
+ */
 export async function openKubernetesStore(
   choice: KubernetesChoice,
   deadline: number,
-  nodeLock: NodeLock,
+  locks: Locks,
   env: Record<string, string | undefined> = process.env,
 ): Promise<KubernetesStore> {
+  mkdirSync(choice.lockDir, { recursive: true, mode: 0o700 });
   try {
     const connection = choice.kubeconfig ? await loadKubeconfig(choice.kubeconfig) : inClusterConnection(env);
-    return new KubernetesStore(new KubeClient(connection, { deadline }), nodeLock);
+    return new KubernetesStore(new KubeClient(connection, { deadline }), locks, choice.lockDir);
   } catch (err) {
     // A kubeconfig that does not resolve, or a token or CA file it names that cannot be read.
     if (err instanceof KubeconfigError || errnoOf(err) !== undefined) {
@@ -73,7 +77,9 @@ export async function openKubernetesStore(
 export class KubernetesStore implements WhereaboutsStore {
   constructor(
     readonly client: KubeClient,
-    private readonly nodeLock: NodeLock,
+    private readonly locks: Locks,
+    /** This node's lock files, one per pool. */
+    private readonly lockDir: string,
   ) {}
 
   async readPool(pool: PoolId): Promise<Pool> {
@@ -98,11 +104,11 @@ export class KubernetesStore implements WhereaboutsStore {
    * pool sees one writer per node at a time (the node's ADDs come in batches, batch.ts).
    */
   async updatePool<T>(pool: PoolId, change: (current: Pool) => Promise<PoolChange<T>>): Promise<T> {
-    const release = this.nodeLock(pool.name);
+    const lock = this.locks.hold(join(this.lockDir, `${pool.name}.lock`));
     try {
       return await this.updatePoolOptimistically(pool, change);
     } finally {
-      release();
+      lock.release();
     }
   }
 
