@@ -126,3 +126,29 @@ export class FieldReader {
     });
   }
 }
+
+/**
+ * JSON text as Go's `json.Marshal` writes a decoded value: compact, every object's keys sorted,
+ * and `<`, `>`, `&`, U+2028, U+2029 escaped. libcni builds delegate stdin and its result cache this
+ * way, so files we write read the same as Go-written ones.
+ */
+export function marshalLikeGo(value: JsonValue): string {
+  if (Array.isArray(value)) return `[${value.map(marshalLikeGo).join(",")}]`;
+  if (isJsonObject(value)) {
+    const keys = Object.keys(value).sort();
+    return `{${keys.map((key) => `${goString(key)}:${marshalLikeGo(value[key] ?? null)}`).join(",")}}`;
+  }
+  return typeof value === "string" ? goString(value) : JSON.stringify(value);
+}
+
+const GO_ESCAPES: Record<string, string> = {
+  "<": "\\u003c",
+  ">": "\\u003e",
+  "&": "\\u0026",
+  "\u2028": "\\u2028",
+  "\u2029": "\\u2029",
+};
+
+function goString(text: string): string {
+  return JSON.stringify(text).replace(/[<>&\u2028\u2029]/g, (char) => GO_ESCAPES[char] ?? char);
+}
