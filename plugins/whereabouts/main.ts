@@ -16,7 +16,7 @@ import type { Origin } from "./node/journal.ts";
 import type { Attached } from "./node/ledger.ts";
 import { type Context, allocate, check, release, releaseOrphan, status } from "./operations.ts";
 import { type Session, openSession } from "./session.ts";
-import { isUnavailable } from "./store/kubernetes.ts";
+import { isUnavailable } from "./store/interface.ts";
 
 const NAME = "whereabouts";
 /**

@@ -14,7 +14,7 @@ import { type Lease, belongsTo, findPodLease, garbage, lowestFree, lowestFreeAdd
 import type { WhereaboutsConfig } from "./config.ts";
 import { allocationKey, poolName, reservationName } from "./names.ts";
 import { type IpRange, addressInRange, formatAddress, parseCidr } from "./range.ts";
-import { type Allocation, type PoolId, type ReservationHolder, type UnreleasedReservation, type WhereaboutsStore, sameHolder } from "./store/interface.ts";
+import { type Allocation, type PoolId, type ReservationHolder, type UnreleasedReservation, type WhereaboutsStore, isUnavailable, sameHolder } from "./store/interface.ts";
 
 export interface Context {
   store: WhereaboutsStore;
@@ -151,7 +151,7 @@ async function allocateInRange(ctx: Context, range: IpRange, who: Requester, att
           });
           // The API is away: every requester would meet that in turn, each after its own
           // timeout; all of them hear it now. Otherwise each leads for itself.
-          if (err instanceof CniError && err.code === ErrorCode.TryAgainLater) return requesters.map(() => ({ error: err.toJSON(LATEST) }));
+          if (isUnavailable(err)) return requesters.map(() => ({ error: err.toJSON(LATEST) }));
           throw err;
         }
       })

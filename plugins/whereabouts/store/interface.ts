@@ -7,6 +7,7 @@
  * across every pool of the network. Stores move this data; which address to take is decided by
  * operations.ts, the same for every store.
  */
+import { CniError, ErrorCode } from "../../../shared/cni/errors.ts";
 
 /** One entry of spec.allocations. `ifname` is absent in entries written before upstream v0.8.0. */
 export interface Allocation {
@@ -110,4 +111,9 @@ export interface UnreleasedReservation {
 export function sameHolder(stored: ReservationHolder, holder: ReservationHolder): boolean {
   if (stored.podref !== holder.podref) return false;
   return !stored.ifname || !holder.ifname || stored.ifname === holder.ifname;
+}
+
+/** A store's "try again later" (code 11): it could not be reached, or did not answer, in time. */
+export function isUnavailable(err: unknown): err is CniError {
+  return err instanceof CniError && err.code === ErrorCode.TryAgainLater;
 }

@@ -205,11 +205,6 @@ export class KubernetesStore implements WhereaboutsStore {
   }
 }
 
-/** True for CniErrors that mean "the API could not be reached in time". */
-export function isUnavailable(err: unknown): boolean {
-  return err instanceof CniError && err.code === ErrorCode.TryAgainLater;
-}
-
 function toCniError(err: unknown): unknown {
   if (err instanceof KubeUnavailableError) {
     return new CniError(ErrorCode.TryAgainLater, `the Kubernetes API is not available, try again later: ${err.message}`);
