@@ -95,7 +95,7 @@ export async function benchWhereaboutsKube(): Promise<void> {
   // Every node's kubeconfig as upstream's installer writes it (YAML), for both binaries.
   const kubeconfig = join(cluster.dir, "installer.kubeconfig");
   writeFileSync(kubeconfig, installerKubeconfigText({ server: cluster.server, caFile: cluster.caFile, token: cluster.adminToken, namespace: NAMESPACE }), { mode: 0o600 });
-  // Upstream refuses to run without a flat file (reference §3.1).
+  // Upstream refuses to run without a flat file (`pkg/config/config.go`, `GetFlatIPAM`, `LoadIPAMConfig`).
   const flatFile = writeFlatFile(cluster, kubeconfig);
   const config = (node: number) =>
     JSON.stringify(racingNodeConfig({ name: "bench", cluster, flatFile, datastoreDir: nodes[node]!, range: RANGE, kubeconfig }));

@@ -1,6 +1,6 @@
 /**
- * `bun bench/locks.ts`: the measurement behind the whereabouts file store's lock choice (README,
- * "whereabouts" → "The lock"). Compares proper-lockfile (a mkdir lock directory, retried by
+ * `bun bench/locks.ts`: the measurement behind the whereabouts file store's lock choice
+ * (docs/performance.md#the-file-stores-lock). Compares proper-lockfile (a mkdir lock directory, retried by
  * polling, freed after a crash only once it is "stale") with flock(2) through the project's
  * libc shim (the kernel queues waiters and frees the lock when its holder dies).
  *

@@ -175,7 +175,7 @@ export function kubeconfigText(o: { server: string; caFile: string; token: strin
 }
 
 /**
- * The kubeconfig upstream whereabouts' installer writes on every node (reference §11.3): YAML,
+ * The kubeconfig upstream whereabouts' installer writes on every node (upstream `script/lib.sh`): YAML,
  * the CA inline as certificate-authority-data, a token, the context's namespace.
  */
 export function installerKubeconfigText(o: { server: string; caFile: string; token: string; namespace: string }): string {

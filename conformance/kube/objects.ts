@@ -159,7 +159,7 @@ export function requestsBetween(before: Map<string, number>, after: Map<string, 
 }
 
 /**
- * The flat file upstream's binary insists on (reference §3.1), naming this cluster: written once
+ * The flat file upstream's binary insists on (`pkg/config/config.go`, `GetFlatIPAM`), naming this cluster: written once
  * per cluster, read by upstream's and our processes alike.
  */
 export function writeFlatFile(cluster: Cluster, kubeconfig = cluster.kubeconfig): string {

@@ -1,6 +1,7 @@
 /**
- * whereabouts configuration (reference §3): the `ipam` section, merged over the flat file
- * `whereabouts.conf`, plus CNI_ARGS. Everything is validated here, at load, so an ADD never fails
+ * whereabouts configuration (upstream: `pkg/config/config.go`, `GetFlatIPAM` and
+ * `LoadIPAMConfig`): the `ipam` section, merged over the flat file `whereabouts.conf`, plus
+ * CNI_ARGS. Everything is validated here, at load, so an ADD never fails
  * half-way on a config error. Pure apart from reading the flat file through `FileSource`;
  * unit-tested.
  */
@@ -26,7 +27,7 @@ export const FLAT_FILE_PATHS: readonly string[] = [
 export const FLAT_FILE_NAME = "whereabouts.conf";
 
 export const DEFAULT_DATASTORE_DIR = "/var/lib/cni/whereabouts";
-/** Upstream's shared deadline for the API calls of one ADD or DEL (reference §7.3). */
+/** Upstream's shared deadline for the API calls of one ADD or DEL (`pkg/storage/storage.go`, `RequestTimeout`). */
 export const DEFAULT_API_TIMEOUT_MS = 10_000;
 
 /** client-go's defaults, which upstream applies to 0 values too (milliseconds). */
@@ -47,7 +48,7 @@ export type StoreChoice =
       journalDir: string;
       /** Lock files that serialise this node's writers of a pool, and the queues of its ADDs. */
       lockDir: string;
-      /** The attachments this node's ADDs allocated for: what GC may release (ledger.ts). */
+      /** The attachments this node's ADDs allocated for: what GC may release (node/ledger.ts). */
       ledgerDir: string;
     };
 
@@ -112,7 +113,7 @@ const DNS_KEYS: KeySchema = { nameservers: {}, domain: {}, search: {}, options: 
 const RANGE_KEYS: KeySchema = { range: {}, range_start: {}, range_end: {}, exclude: {} };
 const OVERLAPPING = "enable_overlapping_ranges";
 
-/** Upstream's IPAM config struct (reference §3.2), plus our `datastore_dir`. */
+/** Upstream's IPAM config struct (`pkg/types/types.go`, `IPAMConfig`), plus our `datastore_dir`. */
 const IPAM_KEYS: KeySchema = {
   type: {},
   name: {},
@@ -354,7 +355,8 @@ function readRoutes(fields: FieldReader): Route[] {
 }
 
 /**
- * Static addresses (reference §3.4): `addresses`, then each of CNI_ARGS `IP=a,b`. Each CNI_ARGS
+ * Static addresses (upstream: `pkg/config/config.go`, `configureStatic` and `handleEnvArgs`):
+ * `addresses`, then each of CNI_ARGS `IP=a,b`. Each CNI_ARGS
  * `GATEWAY=` address becomes the gateway of every static address whose subnet holds it.
  */
 function readStaticAddresses(fields: FieldReader, argIps: string | undefined, argGateways: string | undefined): IPConfig[] {

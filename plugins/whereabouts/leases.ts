@@ -1,6 +1,8 @@
 /**
- * Allocation rules on one pool (reference §5): reading its keys back into addresses, the lowest
- * free address of a range, and which entries belong to a container, a pod, or nobody any more.
+ * Allocation rules on one pool (upstream: `pkg/allocate/allocate.go`, `AssignIP` and
+ * `IterateForAssignment`, with `pkg/iphelpers/iphelpers.go`): reading its keys back into
+ * addresses, the lowest free address of a range, and which entries belong to a container, a
+ * pod, or nobody any more. (Which address an ADD takes, and `allocate()`, are operations.ts's.)
  * Pure: unit-tested. The cost of a choice grows with the number of allocations and exclusions,
  * never with the size of the range, so a sparse /64 costs what a sparse /24 does.
  */

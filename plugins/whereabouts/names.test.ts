@@ -5,7 +5,7 @@ import { parseAddress, parseRange } from "./range.ts";
 const address = (text: string) => parseAddress(text)!;
 const cidrOf = (text: string) => parseRange({ range: text, exclude: [], label: "r" }).cidr;
 
-// Every example below is upstream's own (reference §5.2, §8.5).
+// Every example below is upstream's own (`pkg/storage/kubernetes/ipam.go`, `pkg/iphelpers/iphelpers.go` and their tests).
 describe("IPPool names", () => {
   test.each([
     ["10.0.0.0/8", "", "10.0.0.0-8"],

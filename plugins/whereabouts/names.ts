@@ -1,8 +1,9 @@
 /**
- * Upstream's object names and allocation keys (reference §5.2, §8.5), byte for byte: the
- * Kubernetes store shares IPPools and OverlappingRangeIPReservations with upstream's binaries,
- * and the file store names its files the same way. Pure: unit-tested against the reference's
- * examples.
+ * Upstream's object names and allocation keys, byte for byte (upstream:
+ * `pkg/storage/kubernetes/ipam.go`, `IPPoolName`, `NormalizeIP` and `toAllocationMap`;
+ * `pkg/iphelpers/iphelpers.go`, `IPGetOffset`): the Kubernetes store shares IPPools and
+ * OverlappingRangeIPReservations with upstream's binaries, and the file store names its files
+ * the same way. Pure: unit-tested against upstream's examples.
  */
 import { type Address, formatAddress } from "./range.ts";
 

@@ -1,7 +1,8 @@
 /**
  * Addresses and ranges as whereabouts sees them: addresses are BigInts (so IPv6 offsets keep all
  * 128 bits), a range is a network plus the span handed out from it, and text is written the way
- * Go prints IPs, because IPPool and reservation names are built from that text (reference §8.5).
+ * Go prints IPs, because IPPool and reservation names are built from that text (upstream:
+ * `pkg/storage/kubernetes/ipam.go`, `IPPoolName` and `NormalizeIP`).
  * Pure: unit-tested.
  *
  * `Family` and `bitsOf` are shared/ip.ts's. The address form is whereabouts' own: shared/ip.ts
@@ -30,7 +31,7 @@ export interface IpRange {
   prefix: number;
   /** Go's text of the network ("2001:db8::/64"): the IPPool's spec.range and the source of its name. */
   cidr: string;
-  /** The lowest and highest address ever handed out (reference §5.1, after range_start/range_end). */
+  /** The lowest and highest address ever handed out (after range_start/range_end; upstream: `pkg/allocate/allocate.go`, `IterateForAssignment`). */
   first: bigint;
   last: bigint;
   /** Excluded spans of this range's family, as configured (not clipped to the range). */
@@ -166,7 +167,7 @@ function invalid(message: string, details = ""): CniError {
 }
 
 /**
- * Builds one range from its config entry (reference §3.3): `CIDR` or `A-B/P`, bounded by
+ * Builds one range from its config entry (upstream: `pkg/config/config.go`): `CIDR` or `A-B/P`, bounded by
  * range_start/range_end, with exclusions. Everything is checked here, at load: upstream
  * silently ignores out-of-span bounds and parses exclusions only when it allocates.
  */

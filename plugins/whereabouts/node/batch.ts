@@ -1,9 +1,10 @@
 /**
  * Group commit of one node's ADDs to a pool (the Kubernetes store). Every write of an IPPool
  * costs the API server the whole object (decode, patch, schema validation, managed fields,
- * encode: ~10 ms at 500 entries, and writers racing on one object make it redo that work), so
- * the pool writes, not the requests, bound how many pods a cluster can start per second. When a
- * node starts many pods at once, their ADDs queue for the pool anyway (the node-local lock);
+ * encode), and writers racing on one object make it redo that work, so the pool writes, not the
+ * requests, bound how many pods a cluster can start per second
+ * (docs/whereabouts-kubernetes.md#one-pool-write-for-many-adds-node-batching). When a node
+ * starts many pods at once, their ADDs queue for the pool anyway (the node-local lock);
  * here the one holding the lock serves the whole queue with one pool write.
  *
  * A queue is a folder of request files, one per waiting ADD, beside the node's locks. An ADD
@@ -152,7 +153,7 @@ export class FileNodeBatch implements NodeBatch {
  * A file name for the container's interface, as ledger.ts's attachmentFileName makes them (a
  * queue is one pool's, so the network needs no naming): container IDs match
  * ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ and interface names hold no '/' or ':' (the CNI spec).
- * (Not a hash: loading node:crypto alone cost every ADD ~1.5 ms of CPU.)
+ * (Not a hash: loading node:crypto would cost every ADD CPU, docs/performance.md#start-up-costs-behind-the-clients-design.)
  */
 function requestId(who: Pick<BatchRequester, "containerId" | "ifName">): string {
   return `${who.containerId}:${who.ifName}`;

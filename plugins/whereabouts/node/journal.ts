@@ -5,7 +5,7 @@
  * - `<network>:<container>:<ifname>.release.json`: a DEL the Kubernetes API could not take. A DEL
  *   must neither block pod teardown nor lose the release, so it records the release here and
  *   succeeds; the replay releases the attachment's allocations.
- * - `<network>:<container>:<ifname>.<pid>.reservations`: an invocation's reservation log. Every
+ * - `<network>:<container>:<ifname>.<pid>-<n>.reservations`: an invocation's reservation log. Every
  *   reservation an invocation may leave behind is logged before it is claimed, and marked
  *   settled once a pool entry backs it or it is released. The invocation holds an flock on its
  *   log while it runs and removes the log when everything is settled. A log left behind (the

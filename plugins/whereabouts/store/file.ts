@@ -1,12 +1,7 @@
 /**
  * The node-local store (`"datastore": "file"`): upstream's objects as JSON files, for a single
- * node. One directory per network_name, mirroring the CRDs:
- *
- *   <datastore_dir>/<network_name or "default">/           0700
- *     ippools/<IPPool name>.json                          0600  {"range", "allocations": {offset: {id, podref, ifname}}}
- *     ippools/<IPPool name>.lock                          0600  empty; flock'ed while the pool is read, changed and written
- *     overlappingrangeipreservations/<ORIP name>.json     0600  {"podref", "ifname"}
- *     overlappingrangeipreservations.lock                 0600  flock'ed around every claim and release
+ * node, one directory per network_name mirroring the CRDs. The layout, file by file:
+ * docs/whereabouts.md#the-file-store.
  *
  * Files are replaced atomically (write a temporary file, fsync, rename, fsync the directory), so
  * a crash leaves the old or the new content, never a mix. A pool update is a read-change-write

@@ -1,8 +1,10 @@
 /**
  * What whereabouts keeps, and the interface every store implements: the node-local file store
- * (filestore.ts) and the Kubernetes store (IPPool and OverlappingRangeIPReservation objects).
+ * (file.ts) and the Kubernetes store (kubernetes.ts: IPPool and OverlappingRangeIPReservation
+ * objects).
  *
- * The data mirrors upstream's CRDs (reference §8): a pool per range holds its allocations keyed
+ * The data mirrors upstream's CRDs (`doc/crds/whereabouts.cni.cncf.io_ippools.yaml` and
+ * `..._overlappingrangeipreservations.yaml`, copied in deploy/crds/): a pool per range holds its allocations keyed
  * by offset, and, with overlapping ranges on, a reservation per address says which pod holds it
  * across every pool of the network. Stores move this data; which address to take is decided by
  * operations.ts, the same for every store.

@@ -1,6 +1,7 @@
 /**
  * The Kubernetes store: IPPools and OverlappingRangeIPReservations on the API server, the very
- * objects upstream whereabouts v0.9.4 writes (reference §8), so that both can serve one cluster.
+ * objects upstream whereabouts v0.9.4 writes (its CRDs in deploy/crds/;
+ * docs/whereabouts-kubernetes.md#objects), so that both can serve one cluster.
  *
  * Correctness comes from optimistic concurrency, not from a lock: a pool is read, and written with
  * a JSON Patch that tests every entry it touches to be as read (poolPatch), so a concurrent
@@ -101,7 +102,7 @@ export class KubernetesStore implements WhereaboutsStore {
   /**
    * Optimistic across nodes, serialised within one: every write of the pool costs the API server
    * the whole object, and concurrent ones make it redo that work, so behind a node-local lock a
-   * pool sees one writer per node at a time (the node's ADDs come in batches, batch.ts).
+   * pool sees one writer per node at a time (the node's ADDs come in batches, node/batch.ts).
    */
   async updatePool<T>(pool: PoolId, change: (current: Pool) => Promise<PoolChange<T>>): Promise<T> {
     const lock = this.locks.hold(join(this.lockDir, `${pool.name}.lock`));
