@@ -150,12 +150,12 @@ const IPAM_KEYS: KeySchema = {
  * case-insensitively ("Range" fills `range`), and when two spellings appear the later one wins.
  */
 export function canonicalKeys(value: JsonObject, schema: KeySchema = IPAM_KEYS): JsonObject {
-  const byLowerCase = new Map(Object.keys(schema).map((key) => [key.toLowerCase(), key]));
+  const byLowerCase = new Map(Object.entries(schema).map(([key, rule]) => [key.toLowerCase(), { canonical: key, rule }]));
   const out: JsonObject = {};
   for (const [key, item] of Object.entries(value)) {
-    const canonical = byLowerCase.get(key.toLowerCase());
-    if (canonical === undefined) continue;
-    const rule = schema[canonical]!;
+    const known = byLowerCase.get(key.toLowerCase());
+    if (known === undefined) continue;
+    const { canonical, rule } = known;
     if (rule.object && isJsonObject(item)) out[canonical] = canonicalKeys(item, rule.object);
     else if (rule.items && Array.isArray(item)) {
       const nested = rule.items;
@@ -181,11 +181,11 @@ function isZero(value: JsonValue | undefined): boolean {
  */
 export function mergeFlatFile(inline: JsonObject, flat: JsonObject, schema: KeySchema = IPAM_KEYS): JsonObject {
   const out: JsonObject = { ...inline };
-  for (const key of Object.keys(schema)) {
+  for (const [key, rule] of Object.entries(schema)) {
     const mine = inline[key];
     const theirs = flat[key];
     if (theirs === undefined || theirs === null) continue;
-    const nested = schema[key]!.object;
+    const nested = rule.object;
     if (key === OVERLAPPING) {
       if (mine === undefined || mine === null) out[key] = theirs;
     } else if (nested && isJsonObject(mine) && isJsonObject(theirs)) {
@@ -274,7 +274,8 @@ export function loadConfig(conf: NetConf, cniArgs: string, files: FileSource = r
   if (dns) config.dns = dns;
   const sliceSize = fields.string("node_slice_size");
   if (sliceSize) {
-    if (!/^\/?\d{1,3}$/.test(sliceSize)) throw invalid(`invalid "ipam.node_slice_size": expected a prefix length such as "/24", got ${JSON.stringify(sliceSize)}`);
+    if (!/^\/?\d{1,3}$/.test(sliceSize))
+      throw invalid(`invalid "ipam.node_slice_size": expected a prefix length such as "/24", got ${JSON.stringify(sliceSize)}`);
     config.nodeSliceSize = sliceSize;
   }
   const configurationPath = fields.string("configuration_path");
@@ -361,13 +362,12 @@ function readRoutes(fields: FieldReader): Route[] {
  */
 function readStaticAddresses(fields: FieldReader, argIps: string | undefined, argGateways: string | undefined): IPConfig[] {
   const entries: { address: Address; prefix: number; gateway?: Address }[] = [];
-  (fields.objectArray("addresses") ?? []).forEach((entry, index) => {
+  for (const [index, entry] of (fields.objectArray("addresses") ?? []).entries()) {
     const label = `ipam.addresses[${index}]`;
-    const cidr = parseCidr(entry.requiredString("address", `${label}.address`));
-    if (cidr === undefined) return entry.fail("address", "a CIDR such as 10.1.2.3/24", `${label}.address`);
+    const cidr = parseCidr(entry.requiredString("address", `${label}.address`)) ?? entry.fail("address", "a CIDR such as 10.1.2.3/24", `${label}.address`);
     const gateway = readAddressField(entry, "gateway", `${label}.gateway`);
     entries.push({ ...cidr, ...(gateway ? { gateway } : {}) });
-  });
+  }
   for (const text of splitList(argIps)) {
     const cidr = parseCidr(text);
     if (cidr === undefined) throw invalid(`invalid CNI_ARGS IP ${JSON.stringify(text)}: expected a CIDR such as 10.1.2.3/24`);
@@ -390,7 +390,10 @@ function readStaticAddresses(fields: FieldReader, argIps: string | undefined, ar
 }
 
 function splitList(value: string | undefined): string[] {
-  return (value ?? "").split(",").map((item) => item.trim()).filter((item) => item !== "");
+  return (value ?? "")
+    .split(",")
+    .map((item) => item.trim())
+    .filter((item) => item !== "");
 }
 
 /**
@@ -412,7 +415,15 @@ function readStoreChoice(fields: FieldReader): StoreChoice {
   // Upstream accepts and ignores any other datastore value (etcd is gone), as long as a kubeconfig is set.
   if (datastore === "kubernetes" || kubeconfig) {
     const timeoutMs = kubeFields?.integer("timeout_ms", { min: 100, max: 600_000 }) ?? DEFAULT_API_TIMEOUT_MS;
-    return { kind: "kubernetes", kubeconfig, apiRoot, timeoutMs, journalDir: join(dir, "journal"), lockDir: join(dir, "locks"), ledgerDir: join(dir, "attachments") };
+    return {
+      kind: "kubernetes",
+      kubeconfig,
+      apiRoot,
+      timeoutMs,
+      journalDir: join(dir, "journal"),
+      lockDir: join(dir, "locks"),
+      ledgerDir: join(dir, "attachments"),
+    };
   }
   const named = datastore ? `datastore ${JSON.stringify(datastore)} is not supported and ` : "";
   throw invalid(

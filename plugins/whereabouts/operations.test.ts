@@ -96,7 +96,10 @@ describe("ADD", () => {
     const store = new MemoryStore();
     for (let i = 1; i <= 6; i++) await addresses(store, V4, pod(i));
     const before = store.allocations("10.0.0.0-29");
-    expect(await failure(allocate(contextOf(store, V4), pod(7)))).toEqual({ code: 102, msg: "no free IP address left in range 10.0.0.0/29 (10.0.0.1-10.0.0.6)" });
+    expect(await failure(allocate(contextOf(store, V4), pod(7)))).toEqual({
+      code: 102,
+      msg: "no free IP address left in range 10.0.0.0/29 (10.0.0.1-10.0.0.6)",
+    });
     expect(store.allocations("10.0.0.0-29")).toEqual(before);
     expect([...store.reservations.keys()]).toHaveLength(6);
   });
@@ -311,7 +314,10 @@ describe("a node batch: many ADDs served by one pool update", () => {
     store.reservations.set("10.0.0.4", { podref: "default/pod-5", ifname: "net1" });
     const claims: string[] = [];
     const claim = store.claimReservation.bind(store);
-    store.claimReservation = async (name, holder) => (claims.push(`${holder.podref} ${name}`), claim(name, holder));
+    store.claimReservation = async (name, holder) => {
+      claims.push(`${holder.podref} ${name}`);
+      return claim(name, holder);
+    };
     const answers: BatchOutcome[] = [];
     const ctx = { ...contextOf(store, V4), batch: batchWith([pod(5)], answers) };
     expect((await allocate(ctx, pod(4))).ips?.map((ip) => ip.address)).toEqual(["10.0.0.5/29"]);
@@ -398,7 +404,10 @@ describe("reservations that could not be released", () => {
     const tracker = new Tracker();
     const claim = store.claimReservation.bind(store);
     const trackedWhenClaimed: number[] = [];
-    store.claimReservation = async (name, holder) => (trackedWhenClaimed.push(tracker.open.size), claim(name, holder));
+    store.claimReservation = async (name, holder) => {
+      trackedWhenClaimed.push(tracker.open.size);
+      return claim(name, holder);
+    };
     // .1 is another pod's: tracked, then settled at once as not ours.
     await store.claimReservation("10.0.0.1", { podref: "default/other", ifname: "net1" });
     trackedWhenClaimed.length = 0;
@@ -414,11 +423,12 @@ describe("reservations that could not be released", () => {
     const tracker = new Tracker();
     const update = store.updatePool.bind(store);
     let trackedAtWrite: UnreleasedReservation[] = [];
-    store.updatePool = async (pool, change) => update(pool, async (current) => {
-      const out = await change(current);
-      trackedAtWrite = tracker.unsettled();
-      return out;
-    });
+    store.updatePool = async (pool, change) =>
+      update(pool, async (current) => {
+        const out = await change(current);
+        trackedAtWrite = tracker.unsettled();
+        return out;
+      });
     expect(await release({ ...contextOf(store, A), reservations: tracker }, "ctr-1", "net1")).toEqual(["10.0.0.1/24"]);
     expect(trackedAtWrite).toEqual([{ range: "10.0.0.0/24", address: String(ip("10.0.0.1")), holder: { podref: "default/pod-1", ifname: "net1" } }]);
     expect(tracker.unsettled()).toEqual([]);
@@ -434,7 +444,10 @@ describe("reservations that could not be released", () => {
     const update = store.updatePool.bind(store);
     const releaseReservation = store.releaseReservation.bind(store);
     store.updatePool = async (pool, change) => {
-      await update(pool, async (current) => (await change(current), { value: undefined }));
+      await update(pool, async (current) => {
+        await change(current);
+        return { value: undefined };
+      });
       return apiGone();
     };
     store.releaseReservation = apiGone;
@@ -461,7 +474,11 @@ describe("reservations that could not be released", () => {
       store.updatePool = async (pool, change) => {
         if (++calls > 1) return update(pool, change);
         if (landed) await update(pool, change);
-        else await update(pool, async (current) => (await change(current), { value: undefined }));
+        else
+          await update(pool, async (current) => {
+            await change(current);
+            return { value: undefined };
+          });
         throw new CniError(11, "the Kubernetes API is not available, try again later");
       };
       expect(await failure(allocate(contextOf(store, A), pod(1)))).toMatchObject({ code: 11 });

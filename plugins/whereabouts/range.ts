@@ -87,8 +87,9 @@ function parseIpv6(text: string): bigint | undefined {
     if (groups.some((group) => !/^[0-9a-fA-F]{1,4}$/.test(group))) return undefined;
     return groups.map((group) => BigInt(`0x${group}`));
   };
-  const head = groupsOf(halves[0]!);
-  const rest = halves.length === 2 ? groupsOf(halves[1]!) : [];
+  const [before = "", after] = halves;
+  const head = groupsOf(before);
+  const rest = after === undefined ? [] : groupsOf(after);
   if (head === undefined || rest === undefined) return undefined;
   const explicit = head.length + rest.length + tail.length;
   if (halves.length === 2 ? explicit > 7 : explicit !== 8) return undefined;

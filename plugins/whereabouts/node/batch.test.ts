@@ -49,7 +49,10 @@ describe("a node's ADDs of one pool, served together", () => {
     let led = 0;
     const batch = new FileNodeBatch(dir, testLocks({ onHold: (path) => locked.push(path) }), { alive, onTurn: () => void led++ });
     const leads: BatchRequester[][] = [];
-    const outcome = await batch.run("pool", "fp", pod(1), async (requesters) => (leads.push(requesters), [given(1)]));
+    const outcome = await batch.run("pool", "fp", pod(1), async (requesters) => {
+      leads.push(requesters);
+      return [given(1)];
+    });
     expect(outcome).toEqual(given(1));
     expect(leads).toEqual([[pod(1)]]);
     expect(locked).toEqual([join(dir, "pool.batch.lock")]);
@@ -85,7 +88,10 @@ describe("a node's ADDs of one pool, served together", () => {
       [dir, "other", 103, "other-range", pod(3)],
     ]);
     let served: BatchRequester[] = [];
-    await batch.run("pool", "fp", pod(1), async (requesters) => ((served = requesters), requesters.map((_, n) => given(n))));
+    await batch.run("pool", "fp", pod(1), async (requesters) => {
+      served = requesters;
+      return requesters.map((_, n) => given(n));
+    });
     expect(served).toEqual([pod(1)]);
     expect(readdirSync(queue(dir))).toEqual(["other.request"]);
   });
@@ -138,7 +144,10 @@ describe("a node's ADDs of one pool, served together", () => {
       [dir, "other", 102, "fp", pod(2)],
     ]);
     let served: BatchRequester[] = [];
-    await batch.run("pool", "fp", pod(1), async (requesters) => ((served = requesters), requesters.map((_, n) => given(n))));
+    await batch.run("pool", "fp", pod(1), async (requesters) => {
+      served = requesters;
+      return requesters.map((_, n) => given(n));
+    });
     expect(served).toEqual([pod(1), pod(2)]);
     expect(readdirSync(queue(dir)).sort()).toEqual(["again.request", "other.answer"]);
   });
@@ -159,7 +168,10 @@ describe("a node's ADDs of one pool, served together", () => {
       [dir, "c", 102, "fp", pod(3)],
     ]);
     let served: BatchRequester[] = [];
-    await batch.run("pool", "fp", pod(1), async (requesters) => ((served = requesters), [given(1), given(2)]));
+    await batch.run("pool", "fp", pod(1), async (requesters) => {
+      served = requesters;
+      return [given(1), given(2)];
+    });
     const answered = served[1]!.containerId === "ctr-2" ? "b" : "c";
     const left = answered === "b" ? "c" : "b";
     expect(readdirSync(queue(dir)).sort()).toEqual([`${answered}.answer`, `${left}.request`].sort());
@@ -175,7 +187,11 @@ describe("a node's ADDs of one pool, served together", () => {
     writeFileSync(join(queue(dir), "ctr-2:net1.answer"), JSON.stringify(given(2)));
     enqueue(dir, "ctr-3:net1", 102, "fp", pod(3));
     let seen: string[] = [];
-    expect(await batch.alone("pool", pod(2), async () => ((seen = readdirSync(queue(dir))), "released"))).toBe("released");
+    const work = async () => {
+      seen = readdirSync(queue(dir));
+      return "released";
+    };
+    expect(await batch.alone("pool", pod(2), work)).toBe("released");
     expect(seen).toEqual(["ctr-3:net1.request"]);
     expect(locked).toEqual([join(dir, "pool.batch.lock"), join(dir, "pool.batch.lock")]);
     expect(turns).toBe(2);

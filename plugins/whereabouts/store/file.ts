@@ -19,7 +19,16 @@ import { isJsonObject } from "../../../shared/cni/json.ts";
 import { errnoOf, messageOf } from "../../../shared/errors.ts";
 import { syncDir, writeFileAtomically } from "../node/atomic.ts";
 import type { Lock, Locks } from "../node/lock.ts";
-import { type Allocation, type ClaimOutcome, type Pool, type PoolChange, type PoolId, type ReservationHolder, type WhereaboutsStore, sameHolder } from "./interface.ts";
+import {
+  type Allocation,
+  type ClaimOutcome,
+  type Pool,
+  type PoolChange,
+  type PoolId,
+  type ReservationHolder,
+  type WhereaboutsStore,
+  sameHolder,
+} from "./interface.ts";
 
 /** The directory of networks without a network_name. */
 export const DEFAULT_SCOPE = "default";
@@ -216,9 +225,8 @@ function decodePool(decoded: unknown, path: string): Pool {
 
 function encodePool(range: string, allocations: ReadonlyMap<string, Allocation>): string {
   // Keys in offset order, so the file reads like the pool it is.
-  const keys = [...allocations.keys()].sort((a, b) => (a.length - b.length) || (a < b ? -1 : a > b ? 1 : 0));
-  const entries = keys.map((key) => {
-    const { id, podref, ifname, network } = allocations.get(key)!;
+  const sorted = [...allocations].sort(([a], [b]) => a.length - b.length || (a < b ? -1 : a > b ? 1 : 0));
+  const entries = sorted.map(([key, { id, podref, ifname, network }]) => {
     return `    ${JSON.stringify(key)}: ${JSON.stringify({ id, podref, ...(ifname ? { ifname } : {}), ...(network ? { network } : {}) })}`;
   });
   const body = entries.length === 0 ? "{}" : `{\n${entries.join(",\n")}\n  }`;
