@@ -94,11 +94,12 @@ export async function benchWhereaboutsKube(): Promise<void> {
   const nodes = Array.from({ length: NODES }, () => mkdtempSync(join(tmpdir(), "cnib-whereabouts-node-")));
   // Every node's kubeconfig as upstream's installer writes it (YAML), for both binaries.
   const kubeconfig = join(cluster.dir, "installer.kubeconfig");
-  writeFileSync(kubeconfig, installerKubeconfigText({ server: cluster.server, caFile: cluster.caFile, token: cluster.adminToken, namespace: NAMESPACE }), { mode: 0o600 });
+  writeFileSync(kubeconfig, installerKubeconfigText({ server: cluster.server, caFile: cluster.caFile, token: cluster.adminToken, namespace: NAMESPACE }), {
+    mode: 0o600,
+  });
   // Upstream refuses to run without a flat file (`pkg/config/config.go`, `GetFlatIPAM`, `LoadIPAMConfig`).
   const flatFile = writeFlatFile(cluster, kubeconfig);
-  const config = (node: number) =>
-    JSON.stringify(racingNodeConfig({ name: "bench", cluster, flatFile, datastoreDir: nodes[node]!, range: RANGE, kubeconfig }));
+  const config = (node: number) => JSON.stringify(racingNodeConfig({ name: "bench", cluster, flatFile, datastoreDir: nodes[node]!, range: RANGE, kubeconfig }));
   const env = (pod: string): Record<string, string> => ({
     PATH: process.env.PATH ?? "",
     CNI_COMMAND: "ADD",
@@ -176,7 +177,9 @@ export async function benchWhereaboutsKube(): Promise<void> {
     // Upstream's Lease traffic; the API server's own Lease adds one PUT every 10 s to either run.
     const leases = sum((key) => key.startsWith("coordination.k8s.io/leases"));
     const rate = ok.length / run.seconds;
-    console.log(`  ${name.padEnd(9)} ${run.pods} ADDs in ${run.seconds.toFixed(1)} s: ${rate.toFixed(1)} allocations/s; per ADD (failed ones too) p50 ${percentile(ms, 50).toFixed(0)} ms, p99 ${percentile(ms, 99).toFixed(0)} ms`);
+    console.log(
+      `  ${name.padEnd(9)} ${run.pods} ADDs in ${run.seconds.toFixed(1)} s: ${rate.toFixed(1)} allocations/s; per ADD (failed ones too) p50 ${percentile(ms, 50).toFixed(0)} ms, p99 ${percentile(ms, 99).toFixed(0)} ms`,
+    );
     console.log(
       `            API requests per ADD: ${(whereabouts / run.pods).toFixed(1)} whereabouts` +
         `${leases ? ` + ${(leases / run.pods).toFixed(1)} Lease` : ""} (${[...run.requests]
@@ -277,9 +280,7 @@ export async function benchWhereaboutsKube(): Promise<void> {
       console.log(`  throughput ratio: ${(ours / theirs).toFixed(1)}x upstream's pods started/s`);
     }
     for (const inFlight of IN_FLIGHT_PER_NODE) {
-      console.log(
-        `whereabouts (Kubernetes store, one real kube-apiserver): racing ADDs, ${NODES} nodes × ${inFlight} processes in flight, range ${RANGE}:`,
-      );
+      console.log(`whereabouts (Kubernetes store, one real kube-apiserver): racing ADDs, ${NODES} nodes × ${inFlight} processes in flight, range ${RANGE}:`);
       const ours = report("ours", await race(OURS, PODS, inFlight));
       if (UPSTREAM_PODS < PODS) console.log(`  upstream runs ${UPSTREAM_PODS} ADDs, not ${PODS}: its Lease makes ${PODS} too slow for a benchmark`);
       const theirs = report("upstream", await race(UPSTREAM, UPSTREAM_PODS, inFlight));

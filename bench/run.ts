@@ -91,9 +91,7 @@ function benchMacvlan(): void {
     // after loading every module), and VERSION (adds reading stdin and the dispatcher).
     const about = Array.from({ length: RUNS }, () => runIn(nodeNs, join(BIN, "macvlan"), {}, "").ms);
     const version = Array.from({ length: RUNS }, () => runIn(nodeNs, join(BIN, "macvlan"), { CNI_COMMAND: "VERSION" }, "{}").ms);
-    const staticIpam = Array.from({ length: RUNS }, () =>
-      runIn(nodeNs, join(UPSTREAM, "static"), { CNI_COMMAND: "VERSION" }, "{}").ms,
-    );
+    const staticIpam = Array.from({ length: RUNS }, () => runIn(nodeNs, join(UPSTREAM, "static"), { CNI_COMMAND: "VERSION" }, "{}").ms);
     nodeNs.close();
 
     const oursMs = median(ours.ms);
@@ -176,11 +174,17 @@ async function benchWhereabouts(): Promise<void> {
     console.log(`whereabouts (file store) ADD+DEL, median of ${RUNS}, whole processes:`);
     console.log(`  /24 with 10 leases  ${fmt(median(small.ms))}   peak RSS ${(Math.max(...small.rssKb) / 1024).toFixed(1)} MiB`);
     console.log(`  /16 with 10 leases  ${fmt(median(large.ms))}`);
-    console.log(`  upstream v0.9.4: no figure quoted; every ADD and DEL takes the cluster-wide Lease and makes ~6 API round trips (upstream pkg/storage/kubernetes/ipam.go, newLeaderElector)`);
+    console.log(
+      `  upstream v0.9.4: no figure quoted; every ADD and DEL takes the cluster-wide Lease and makes ~6 API round trips (upstream pkg/storage/kubernetes/ipam.go, newLeaderElector)`,
+    );
     console.log(`whereabouts (file store) ${racers} ADD processes started at once on one node:`);
-    console.log(`  ours      ${(racers / seconds).toFixed(0)} allocations/s (${seconds.toFixed(2)} s; ${distinct} distinct addresses, ${Object.keys(stored.allocations).length} stored)`);
+    console.log(
+      `  ours      ${(racers / seconds).toFixed(0)} allocations/s (${seconds.toFixed(2)} s; ${distinct} distinct addresses, ${Object.keys(stored.allocations).length} stored)`,
+    );
     console.log(`  (${racers} VERSION processes started at once, no store: ${bareSeconds.toFixed(2)} s; the rest is the allocations)`);
-    console.log(`  upstream  serialised by a Lease polled every 0.5-1.1 s (upstream pkg/storage/kubernetes/ipam.go, newLeaderElector): about 1-2 allocations/s under contention`);
+    console.log(
+      `  upstream  serialised by a Lease polled every 0.5-1.1 s (upstream pkg/storage/kubernetes/ipam.go, newLeaderElector): about 1-2 allocations/s under contention`,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -14,28 +14,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, rmdirSync, statSync, wri
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, test } from "vitest";
-import {
-  type RuntimeConf,
-  addNetworkList,
-  checkNetworkList,
-  delNetworkList,
-  statusNetworkList,
-} from "../shared/cni/delegate.ts";
+import { type RuntimeConf, addNetworkList, checkNetworkList, delNetworkList, statusNetworkList } from "../shared/cni/delegate.ts";
 import { parseNetworkList } from "../shared/cni/netlist.ts";
 import { resultToVersion } from "../shared/cni/result.ts";
 import { cacheFilePath, decodeCacheEntry } from "../shared/cni/result-cache.ts";
-import {
-  BIN,
-  UPSTREAM_BIN,
-  addresses,
-  cleanup,
-  ip,
-  link,
-  netns,
-  nsPath,
-  sh,
-  sweepStale,
-} from "./harness.ts";
+import { BIN, UPSTREAM_BIN, addresses, cleanup, ip, link, netns, nsPath, sh, sweepStale } from "./harness.ts";
 
 const CNITOOL = join(UPSTREAM_BIN, "cnitool");
 /** libcni's `CacheDir`: cnitool has no way to move it. */

@@ -69,7 +69,9 @@ function ipvlanInfo(l: IpLink | undefined): { mode?: unknown; flag?: string } {
 }
 
 function linkNames(ns: string): string[] {
-  return links(ns).map((l) => l.ifname).sort();
+  return links(ns)
+    .map((l) => l.ifname)
+    .sort();
 }
 
 describe("ipvlan ADD", () => {

@@ -10,20 +10,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import {
-  BIN,
-  UPSTREAM_BIN,
-  cleanup,
-  cni,
-  ip,
-  links,
-  netns,
-  node,
-  nsPath,
-  sweepStale,
-  type IpLink,
-  type IpRoute,
-} from "./harness.ts";
+import { BIN, UPSTREAM_BIN, cleanup, cni, ip, links, netns, node, nsPath, sweepStale, type IpLink, type IpRoute } from "./harness.ts";
 
 const OURS = join(BIN, "macvlan");
 const UPSTREAM = join(UPSTREAM_BIN, "macvlan");
@@ -38,10 +25,7 @@ afterAll(cleanup);
 
 const ipam = {
   type: "static",
-  addresses: [
-    { address: "10.20.0.5/24", gateway: "10.20.0.1" },
-    { address: "fd20::5/64" },
-  ],
+  addresses: [{ address: "10.20.0.5/24", gateway: "10.20.0.1" }, { address: "fd20::5/64" }],
   routes: [{ dst: "172.31.0.0/16" }, { dst: "10.99.0.0/16", gw: "10.20.0.254" }],
   dns: { nameservers: ["10.20.0.53"] },
 };
@@ -89,10 +73,7 @@ function observe(binary: string, config: Record<string, unknown>, args: string |
       .filter((a) => a.scope !== "link")
       .map((a) => `${a.local}/${a.prefixlen}`)
       .sort(),
-    routes: [
-      ...ip<IpRoute[]>(pod, "-4", "route", "show", "table", "all"),
-      ...ip<IpRoute[]>(pod, "-6", "route", "show", "table", "all"),
-    ]
+    routes: [...ip<IpRoute[]>(pod, "-4", "route", "show", "table", "all"), ...ip<IpRoute[]>(pod, "-6", "route", "show", "table", "all")]
       .filter((r) => !r.dst.startsWith("fe80") && !r.dst.startsWith("ff00") && r.table !== "local")
       .map((r) => ({ dst: r.dst, gateway: r.gateway, dev: r.dev, scope: r.scope, protocol: r.protocol, metric: r.metric }))
       .sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),

@@ -51,7 +51,9 @@ function call(command: CniCall["command"], pod: string, extra: Partial<CniCall> 
 }
 
 function linkNames(ns: string): string[] {
-  return links(ns).map((l) => l.ifname).sort();
+  return links(ns)
+    .map((l) => l.ifname)
+    .sort();
 }
 
 beforeAll(() => {
@@ -228,11 +230,7 @@ describe("macvlan DEL", () => {
       expect(link(pod, "net1")).toBeUndefined();
       const second = cni(MACVLAN, call("DEL", pod, { path: plugins }), config, host.ns);
       expect(second.code, second.stdout).toBe(0);
-      expect(readFileSync(join(plugins, "calls.log"), "utf8").trim().split("\n")).toEqual([
-        `ADD ctr-${pod}`,
-        `DEL ctr-${pod}`,
-        `DEL ctr-${pod}`,
-      ]);
+      expect(readFileSync(join(plugins, "calls.log"), "utf8").trim().split("\n")).toEqual([`ADD ctr-${pod}`, `DEL ctr-${pod}`, `DEL ctr-${pod}`]);
     } finally {
       removeDir(plugins);
     }
@@ -423,9 +421,7 @@ describe("macvlan STATUS, GC, VERSION", () => {
       const out = cni(MACVLAN, { command: "GC", path: plugins }, config);
       expect(out.code, out.stdout).toBe(0);
       expect(readFileSync(join(plugins, "calls.log"), "utf8").trim()).toBe("GC");
-      expect(JSON.parse(readFileSync(join(plugins, "stdin.log"), "utf8"))["cni.dev/valid-attachments"]).toEqual([
-        { containerID: "c1", ifname: "net1" },
-      ]);
+      expect(JSON.parse(readFileSync(join(plugins, "stdin.log"), "utf8"))["cni.dev/valid-attachments"]).toEqual([{ containerID: "c1", ifname: "net1" }]);
     } finally {
       removeDir(plugins);
     }

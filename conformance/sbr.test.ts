@@ -7,20 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  BIN,
-  UPSTREAM_BIN,
-  cleanup,
-  cni,
-  deleteNetns,
-  ip,
-  netns,
-  node,
-  nsPath,
-  sh,
-  sweepStale,
-  type Node,
-} from "./harness.ts";
+import { BIN, UPSTREAM_BIN, cleanup, cni, deleteNetns, ip, netns, node, nsPath, sh, sweepStale, type Node } from "./harness.ts";
 
 const MACVLAN = join(BIN, "macvlan");
 const SBR = join(BIN, "sbr");
@@ -77,7 +64,15 @@ function call(command: "ADD" | "DEL" | "CHECK", pod: string, ifName = "net1") {
 }
 
 /** macvlan ADD then sbr ADD, as a conflist runs them; returns the final result. */
-function chain(binary: string, host: Node, pod: string, addresses: { address: string; gateway?: string }[], ifName = "net1", master = "m0", extra: Record<string, unknown> = {}) {
+function chain(
+  binary: string,
+  host: Node,
+  pod: string,
+  addresses: { address: string; gateway?: string }[],
+  ifName = "net1",
+  master = "m0",
+  extra: Record<string, unknown> = {},
+) {
   const iface = cni(MACVLAN, call("ADD", pod, ifName), macvlanConf(addresses, master), host.ns);
   expect(iface.code, iface.stdout).toBe(0);
   const out = cni(binary, call("ADD", pod, ifName), sbrConf(iface.json, extra), host.ns);
@@ -105,10 +100,12 @@ function routeGet(pod: string, dst: string, from?: string): string | undefined {
 }
 
 function sbrRules(pod: string, family: "4" | "6" = "4"): { src: string; table: string }[] {
-  return rules(pod, family)
-    .filter((r) => r.src !== undefined && r.src !== "all")
-    // iproute2 leaves srclen out for a host prefix.
-    .map((r) => ({ src: `${r.src}/${r.srclen ?? (family === "4" ? 32 : 128)}`, table: r.table }));
+  return (
+    rules(pod, family)
+      .filter((r) => r.src !== undefined && r.src !== "all")
+      // iproute2 leaves srclen out for a host prefix.
+      .map((r) => ({ src: `${r.src}/${r.srclen ?? (family === "4" ? 32 : 128)}`, table: r.table }))
+  );
 }
 
 describe("sbr default mode", () => {
@@ -331,7 +328,13 @@ describe("sbr side by side with upstream v1.9.1", () => {
   const CHAINS: { title: string; addresses: { address: string; gateway?: string }[]; extra?: Record<string, unknown> }[] = [
     { title: "IPv4 with gateway", addresses: [{ address: "10.10.0.5/24", gateway: "10.10.0.1" }] },
     { title: "IPv4 without gateway", addresses: [{ address: "10.10.0.5/24" }] },
-    { title: "dual stack", addresses: [{ address: "10.10.0.5/24", gateway: "10.10.0.1" }, { address: "fd10::5/64", gateway: "fd10::1" }] },
+    {
+      title: "dual stack",
+      addresses: [
+        { address: "10.10.0.5/24", gateway: "10.10.0.1" },
+        { address: "fd10::5/64", gateway: "fd10::1" },
+      ],
+    },
     { title: "table 500", addresses: [{ address: "10.10.0.5/24", gateway: "10.10.0.1" }], extra: { table: 500 } },
   ];
 
@@ -346,7 +349,12 @@ describe("sbr side by side with upstream v1.9.1", () => {
     };
     const theirs = observe(UPSTREAM_SBR);
     const ours = observe(SBR);
-    const normalize = (o: ReturnType<typeof observe>) => JSON.parse(JSON.stringify(o).replace(/cnit\d+-pod\d+/g, "<pod>").replace(/"mac":"[^"]+"/g, '"mac":"<mac>"'));
+    const normalize = (o: ReturnType<typeof observe>) =>
+      JSON.parse(
+        JSON.stringify(o)
+          .replace(/cnit\d+-pod\d+/g, "<pod>")
+          .replace(/"mac":"[^"]+"/g, '"mac":"<mac>"'),
+      );
     expect(normalize(ours)).toEqual(normalize(theirs));
   });
 

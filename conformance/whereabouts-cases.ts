@@ -206,7 +206,12 @@ export function whereaboutsCases(store: StoreUnderTest): void {
     test("1.0.0", () => {
       expect(add(1, conf(extra)).stdout).toBe(
         JSON.stringify(
-          { cniVersion: "1.0.0", dns: { nameservers: ["10.40.0.53"] }, ips: [{ address: "10.40.0.1/24", gateway: "10.40.0.254" }], routes: [{ dst: "172.31.0.0/16" }] },
+          {
+            cniVersion: "1.0.0",
+            dns: { nameservers: ["10.40.0.53"] },
+            ips: [{ address: "10.40.0.1/24", gateway: "10.40.0.254" }],
+            routes: [{ dst: "172.31.0.0/16" }],
+          },
           null,
           4,
         ),

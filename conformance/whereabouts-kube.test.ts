@@ -167,10 +167,15 @@ describe("objects on the API server", () => {
     ips(add(1));
     const path = `${WHEREABOUTS_API}/namespaces/${NAMESPACE}/ippools/10.40.0.0-24`;
     const patch = (key: string) =>
-      api.raw("PATCH", path, [
-        { op: "test", path: `/spec/allocations/${key}`, value: null },
-        { op: "add", path: `/spec/allocations/${key}`, value: { id: "ctr-x", podref: "default/x", ifname: "net1" } },
-      ], "application/json-patch+json");
+      api.raw(
+        "PATCH",
+        path,
+        [
+          { op: "test", path: `/spec/allocations/${key}`, value: null },
+          { op: "add", path: `/spec/allocations/${key}`, value: { id: "ctr-x", podref: "default/x", ifname: "net1" } },
+        ],
+        "application/json-patch+json",
+      );
     // .1 is pod-1's: a second writer of it is refused, and pod-1 keeps it.
     expect((await patch("1")).status).toBe(422);
     expect(await entries("10.40.0.0-24")).toEqual(["1=default/pod-1 net1 ctr-1"]);
@@ -182,7 +187,10 @@ describe("objects on the API server", () => {
   test("objects live in the namespace of the kubeconfig's current context", () => {
     cluster.kubectl(["create", "namespace", "cni-ns"]);
     const kubeconfig = join(dir, "ns.kubeconfig");
-    writeFileSync(kubeconfig, kubeconfigText({ server: cluster.server, caFile: cluster.caFile, token: cluster.adminToken, namespace: "cni-ns", user: "admin" }));
+    writeFileSync(
+      kubeconfig,
+      kubeconfigText({ server: cluster.server, caFile: cluster.caFile, token: cluster.adminToken, namespace: "cni-ns", user: "admin" }),
+    );
     ips(add(1, conf({ kubernetes: { kubeconfig } })));
     expect(cluster.kubectl(["get", "ippools,overlappingrangeipreservations", "-n", "cni-ns", "-o", "name"]).split("\n").filter(Boolean).sort()).toEqual([
       "ippool.whereabouts.cni.cncf.io/10.40.0.0-24",
@@ -227,7 +235,9 @@ describe("the connection to the API server (TLS, as the kubeconfig says)", () =>
 
   test("the kubeconfig upstream's installer writes: YAML, the CA inline as certificate-authority-data", () => {
     const path = changedKubeconfig();
-    writeFileSync(path, installerKubeconfigText({ server: cluster.server, caFile: cluster.caFile, token: cluster.adminToken, namespace: NAMESPACE }), { mode: 0o600 });
+    writeFileSync(path, installerKubeconfigText({ server: cluster.server, caFile: cluster.caFile, token: cluster.adminToken, namespace: NAMESPACE }), {
+      mode: 0o600,
+    });
     expect(ips(add(1, conf({ kubernetes: { kubeconfig: path } })))).toEqual(["10.40.0.1/24"]);
   });
 
@@ -268,7 +278,11 @@ describe("GC on a cluster-wide store", () => {
     // its ledger of what its own ADDs allocated.
     const otherNode = mkdtempSync(join(tmpdir(), "cnit-whereabouts-kube-"));
     const gc = (valid: number[], extra: Record<string, unknown> = {}) => {
-      const out = cni(WHEREABOUTS, { command: "GC" }, conf(extra, { cniVersion: "1.1.0", "cni.dev/valid-attachments": valid.map((n) => ({ containerID: `ctr-${n}`, ifname: "net1" })) }));
+      const out = cni(
+        WHEREABOUTS,
+        { command: "GC" },
+        conf(extra, { cniVersion: "1.1.0", "cni.dev/valid-attachments": valid.map((n) => ({ containerID: `ctr-${n}`, ifname: "net1" })) }),
+      );
       expect(out.code, out.stdout + out.stderr).toBe(0);
     };
     try {
@@ -310,9 +324,7 @@ describe("side by side with upstream v0.9.4 on one API server", () => {
       const out = n % 2 ? add(n, ours) : upstreamAdd(n, theirs);
       expect(ips(out), `pod-${n} (${n % 2 ? "ours" : "upstream"})`).toEqual([`10.60.0.${n}/24`]);
     }
-    expect(await entries("10.60.0.0-24")).toEqual(
-      Array.from({ length: 10 }, (_, i) => `${i + 1}=default/pod-${i + 1} net1 ctr-${i + 1}`).sort(),
-    );
+    expect(await entries("10.60.0.0-24")).toEqual(Array.from({ length: 10 }, (_, i) => `${i + 1}=default/pod-${i + 1} net1 ctr-${i + 1}`).sort());
     expect(await reservationHolders()).toEqual(Array.from({ length: 10 }, (_, i) => `10.60.0.${i + 1}=default/pod-${i + 1} net1`).sort());
 
     // Cross DEL: ours releases upstream's pods, upstream releases ours.
@@ -562,68 +574,67 @@ describe("the API server failing", () => {
     expect(await reservationHolders()).toEqual(["10.40.0.2=default/pod-2 net1", "10.40.0.3=default/pod-3 net1"]);
   });
 
-  test(
-    "the API server stopped during a race and started again: no address twice, no allocation lost, nothing leaked after the retries",
-    async () => {
-      const pods = 60;
-      // Ten nodes, each its own datastore_dir (and so its own journal).
-      const nodes = Array.from({ length: 10 }, () => mkdtempSync(join(tmpdir(), "cnit-whereabouts-node-")));
-      const config = (n: number) => conf({ range: "10.62.0.0/24", datastore_dir: nodes[n % 10], kubernetes: { kubeconfig: cluster.kubeconfig, timeout_ms: 3000 }, log_level: "error" });
-      try {
-        const racing = Array.from({ length: pods }, (_, n) => cniAsync(WHEREABOUTS, call("ADD", n), config(n)));
-        // Pull the API server out from under the race once some allocations are in.
-        for (let waited = 0; Object.keys((await api.pool("10.62.0.0-24"))?.spec.allocations ?? {}).length < 10; waited += 20) {
-          if (waited > 30_000) throw new Error("the race never got 10 allocations in");
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
-        await cluster.stopApiServer();
-        const outs = await Promise.all(racing);
-        await startApiServer();
-
-        const succeeded = new Map<number, string>();
-        outs.forEach((out, n) => {
-          if (out.code === 0) succeeded.set(n, ips(out)[0]!.split("/")[0]!);
-          // The only acceptable failure: "try again later".
-          else expect(out.json, `pod-${n}: ${out.stdout}${out.stderr}`).toMatchObject({ code: 11 });
-        });
-        expect(succeeded.size, "some ADDs finished before the API server stopped").toBeGreaterThanOrEqual(10);
-        expect(succeeded.size, "some ADDs were cut off").toBeLessThan(pods);
-        expect(new Set(succeeded.values()).size, "no address given twice").toBe(succeeded.size);
-
-        // Every success is stored as the pod's; an ADD that failed may have its entry stored too
-        // (its write reached etcd, the answer did not reach the plugin), never a second one.
-        const stored = (await api.pool("10.62.0.0-24"))!.spec.allocations;
-        const holder = new Map<string, string>(Object.entries(stored).map(([key, a]) => [`10.62.0.${key}`, a.podref]));
-        for (const [n, address] of succeeded) expect(holder.get(address), `pod-${n}'s ${address}`).toBe(`default/pod-${n}`);
-        const podrefs = Object.values(stored).map((a) => a.podref);
-        expect(new Set(podrefs).size, "one entry per pod").toBe(podrefs.length);
-
-        // The runtime retries the failed ADDs: each gets an address (its stored one if it has one),
-        // and afterwards the pool and the reservations hold exactly one address per pod. One at a
-        // time: what is checked here is what the outage left, not contention (that was the race).
-        outs.forEach((first, n) => {
-          if (first.code === 0) return;
-          const out = cni(WHEREABOUTS, call("ADD", n), config(n));
-          const address = ips(out)[0]!.split("/")[0]!;
-          const before = [...holder].find(([, podref]) => podref === `default/pod-${n}`)?.[0];
-          if (before) expect(address, `pod-${n} gets back the address its lost answer held`).toBe(before);
-          succeeded.set(n, address);
-        });
-        expect(succeeded.size).toBe(pods);
-        expect(new Set(succeeded.values()).size).toBe(pods);
-        const final = (await api.pool("10.62.0.0-24"))!.spec.allocations;
-        expect(Object.entries(final).map(([key, a]) => `10.62.0.${key}=${a.podref}`).sort()).toEqual(
-          [...succeeded].map(([n, address]) => `${address}=default/pod-${n}`).sort(),
-        );
-        expect(await reservationHolders(), "no reservation left behind by a cut-off ADD").toEqual(
-          [...succeeded].map(([n, address]) => `${address}=default/pod-${n} net1`).sort(),
-        );
-      } finally {
-        for (const node of nodes) rmSync(node, { recursive: true, force: true });
+  test("the API server stopped during a race and started again: no address twice, no allocation lost, nothing leaked after the retries", async () => {
+    const pods = 60;
+    // Ten nodes, each its own datastore_dir (and so its own journal).
+    const nodes = Array.from({ length: 10 }, () => mkdtempSync(join(tmpdir(), "cnit-whereabouts-node-")));
+    const config = (n: number) =>
+      conf({ range: "10.62.0.0/24", datastore_dir: nodes[n % 10], kubernetes: { kubeconfig: cluster.kubeconfig, timeout_ms: 3000 }, log_level: "error" });
+    try {
+      const racing = Array.from({ length: pods }, (_, n) => cniAsync(WHEREABOUTS, call("ADD", n), config(n)));
+      // Pull the API server out from under the race once some allocations are in.
+      for (let waited = 0; Object.keys((await api.pool("10.62.0.0-24"))?.spec.allocations ?? {}).length < 10; waited += 20) {
+        if (waited > 30_000) throw new Error("the race never got 10 allocations in");
+        await new Promise((resolve) => setTimeout(resolve, 20));
       }
-    },
-    120_000,
-  );
+      await cluster.stopApiServer();
+      const outs = await Promise.all(racing);
+      await startApiServer();
+
+      const succeeded = new Map<number, string>();
+      outs.forEach((out, n) => {
+        if (out.code === 0) succeeded.set(n, ips(out)[0]!.split("/")[0]!);
+        // The only acceptable failure: "try again later".
+        else expect(out.json, `pod-${n}: ${out.stdout}${out.stderr}`).toMatchObject({ code: 11 });
+      });
+      expect(succeeded.size, "some ADDs finished before the API server stopped").toBeGreaterThanOrEqual(10);
+      expect(succeeded.size, "some ADDs were cut off").toBeLessThan(pods);
+      expect(new Set(succeeded.values()).size, "no address given twice").toBe(succeeded.size);
+
+      // Every success is stored as the pod's; an ADD that failed may have its entry stored too
+      // (its write reached etcd, the answer did not reach the plugin), never a second one.
+      const stored = (await api.pool("10.62.0.0-24"))!.spec.allocations;
+      const holder = new Map<string, string>(Object.entries(stored).map(([key, a]) => [`10.62.0.${key}`, a.podref]));
+      for (const [n, address] of succeeded) expect(holder.get(address), `pod-${n}'s ${address}`).toBe(`default/pod-${n}`);
+      const podrefs = Object.values(stored).map((a) => a.podref);
+      expect(new Set(podrefs).size, "one entry per pod").toBe(podrefs.length);
+
+      // The runtime retries the failed ADDs: each gets an address (its stored one if it has one),
+      // and afterwards the pool and the reservations hold exactly one address per pod. One at a
+      // time: what is checked here is what the outage left, not contention (that was the race).
+      outs.forEach((first, n) => {
+        if (first.code === 0) return;
+        const out = cni(WHEREABOUTS, call("ADD", n), config(n));
+        const address = ips(out)[0]!.split("/")[0]!;
+        const before = [...holder].find(([, podref]) => podref === `default/pod-${n}`)?.[0];
+        if (before) expect(address, `pod-${n} gets back the address its lost answer held`).toBe(before);
+        succeeded.set(n, address);
+      });
+      expect(succeeded.size).toBe(pods);
+      expect(new Set(succeeded.values()).size).toBe(pods);
+      const final = (await api.pool("10.62.0.0-24"))!.spec.allocations;
+      expect(
+        Object.entries(final)
+          .map(([key, a]) => `10.62.0.${key}=${a.podref}`)
+          .sort(),
+      ).toEqual([...succeeded].map(([n, address]) => `${address}=default/pod-${n}`).sort());
+      expect(await reservationHolders(), "no reservation left behind by a cut-off ADD").toEqual(
+        [...succeeded].map(([n, address]) => `${address}=default/pod-${n} net1`).sort(),
+      );
+    } finally {
+      for (const node of nodes) rmSync(node, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
 
 describe("RBAC: the plugin as its service account, with deploy/rbac.yaml", () => {
@@ -677,7 +688,9 @@ describe("RBAC: the plugin as its service account, with deploy/rbac.yaml", () =>
     cluster.kubectl(["apply", "-f", RBAC]);
     const token = cluster.kubectl(["create", "token", "whereabouts", "-n", "kube-system", "--duration=1h"]).trim();
     saKubeconfig = join(cluster.dir, "whereabouts-sa.kubeconfig");
-    writeFileSync(saKubeconfig, kubeconfigText({ server: cluster.server, caFile: cluster.caFile, token, namespace: NAMESPACE, user: "whereabouts" }), { mode: 0o600 });
+    writeFileSync(saKubeconfig, kubeconfigText({ server: cluster.server, caFile: cluster.caFile, token, namespace: NAMESPACE, user: "whereabouts" }), {
+      mode: 0o600,
+    });
     await until("patch", "ippools.whereabouts.cni.cncf.io", true);
   });
 
@@ -737,15 +750,14 @@ describe("RBAC: the plugin as its service account, with deploy/rbac.yaml", () =>
   describe("every verb of the ClusterRole is needed", () => {
     function applyRoleWithout(resource: string, verb: string): void {
       const reduced = role();
-      reduced.rules = reduced.rules.map((rule) =>
-        rule.resources.includes(resource) ? { ...rule, verbs: rule.verbs.filter((v) => v !== verb) } : rule,
-      );
+      reduced.rules = reduced.rules.map((rule) => (rule.resources.includes(resource) ? { ...rule, verbs: rule.verbs.filter((v) => v !== verb) } : rule));
       cluster.kubectl(["apply", "-f", "-"], JSON.stringify(reduced));
     }
 
     afterEach(async () => {
       cluster.kubectl(["apply", "-f", RBAC]);
-      for (const rule of role().rules) for (const resource of rule.resources) for (const verb of rule.verbs) await until(verb, `${resource}.whereabouts.cni.cncf.io`, true);
+      for (const rule of role().rules)
+        for (const resource of rule.resources) for (const verb of rule.verbs) await until(verb, `${resource}.whereabouts.cni.cncf.io`, true);
     });
 
     test("the role is what these cases cover", () => {
@@ -769,7 +781,10 @@ describe("RBAC: the plugin as its service account, with deploy/rbac.yaml", () =>
     test("ippools list: STATUS", async () => {
       applyRoleWithout("ippools", "list");
       await until("list", "ippools.whereabouts.cni.cncf.io", false);
-      expect(cni(WHEREABOUTS, { command: "STATUS" }, saConf({}, { cniVersion: "1.1.0" })).json).toMatchObject({ code: 50, msg: expect.stringMatching(/forbidden/i) });
+      expect(cni(WHEREABOUTS, { command: "STATUS" }, saConf({}, { cniVersion: "1.1.0" })).json).toMatchObject({
+        code: 50,
+        msg: expect.stringMatching(/forbidden/i),
+      });
     });
 
     test("ippools create: the first ADD in a range", async () => {

@@ -123,7 +123,9 @@ async function race(range: RaceRange, planOf: (node: number) => NodePlan): Promi
       );
     }),
   );
-  console.log(`race on ${range.pool}: ${outcomes.length} pods in ${((performance.now() - started) / 1000).toFixed(1)} s; ADDs retried by the runtime: ours ${retries.ours}, upstream ${retries.upstream}`);
+  console.log(
+    `race on ${range.pool}: ${outcomes.length} pods in ${((performance.now() - started) / 1000).toFixed(1)} s; ADDs retried by the runtime: ours ${retries.ours}, upstream ${retries.upstream}`,
+  );
   return outcomes.sort((a, b) => a.pod - b.pod);
 }
 
@@ -153,7 +155,12 @@ async function expectCleanRace(range: RaceRange, outcomes: Outcome[], failureOf:
   expect.soft(succeeded.filter((o) => !inRange.has(o.address!)).map(describeOutcome), "addresses outside the range").toEqual([]);
   const pool = (await api.pool(range.pool))?.spec.allocations ?? {};
   expect
-    .soft(Object.entries(pool).map(([key, a]) => `${range.address(Number(key))}=${a.podref} ${a.ifname} ${a.id}`).sort(), "the pool")
+    .soft(
+      Object.entries(pool)
+        .map(([key, a]) => `${range.address(Number(key))}=${a.podref} ${a.ifname} ${a.id}`)
+        .sort(),
+      "the pool",
+    )
     .toEqual(succeeded.map((o) => `${o.address}=default/pod-${o.pod} net1 ctr-${o.pod}`).sort());
   expect
     .soft((await api.reservations()).map((r) => `${r.metadata.name}=${r.spec.podref} ${r.spec.ifname}`).sort(), "the reservations")
@@ -187,7 +194,10 @@ const oursFull = { code: 102, msg: "no free IP address left in range 10.80.0.0/2
 // Upstream's untyped error (whereabouts `pkg/allocate/allocate.go`'s, wrapped by
 // `cmd/whereabouts.go`) comes out as code 999: containernetworking/cni `pkg/skel/skel.go` turns
 // any error that is not a `types.Error` into ErrInternal.
-const upstreamFull = { code: 999, msg: "error at storage engine: Could not allocate IP in range: ip: 10.80.0.1 / - 10.80.0.254 / range: 10.80.0.0/24 / excludeRanges: []" };
+const upstreamFull = {
+  code: 999,
+  msg: "error at storage engine: Could not allocate IP in range: ip: 10.80.0.1 / - 10.80.0.254 / range: 10.80.0.0/24 / excludeRanges: []",
+};
 const allOurs = (): NodePlan => ({ binary: "ours", pods: PODS / NODES, inFlight: IN_FLIGHT_PER_NODE });
 
 /**
@@ -207,53 +217,43 @@ function won(outcomes: Outcome[], binary: Outcome["binary"]): number {
   return outcomes.filter((o) => o.binary === binary && o.out.code === 0).length;
 }
 
-test(
-  `${PODS} pods on ${NODES} nodes race for ${SLASH24.usable} addresses: ${SLASH24.usable} get one each, the rest code 102 and nothing stored`,
-  async () => {
-    const started = performance.now();
-    const outcomes = await race(SLASH24, allOurs);
-    console.log(`ours: ${PODS} racing ADDs in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-    await expectCleanRace(SLASH24, outcomes, () => oursFull);
-  },
-  300_000,
-);
+test(`${PODS} pods on ${NODES} nodes race for ${SLASH24.usable} addresses: ${SLASH24.usable} get one each, the rest code 102 and nothing stored`, async () => {
+  const started = performance.now();
+  const outcomes = await race(SLASH24, allOurs);
+  console.log(`ours: ${PODS} racing ADDs in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  await expectCleanRace(SLASH24, outcomes, () => oursFull);
+}, 300_000);
 
-test(
-  `the same with ${NODES / 2} of the ${NODES} nodes running upstream v0.9.4 (${UPSTREAM_PODS_PER_NODE} pods each; it takes its Lease, we do not)`,
-  async () => {
-    const started = performance.now();
-    const outcomes = await race(SLASH24, upstreamHalf);
-    const seconds = (performance.now() - started) / 1000;
-    console.log(`mixed, /24: ${outcomes.length} racing ADDs in ${seconds.toFixed(1)} s; addresses: upstream ${won(outcomes, "upstream")}, ours ${won(outcomes, "ours")}`);
-    await expectCleanRace(SLASH24, outcomes, (o) => (o.binary === "ours" ? oursFull : upstreamFull));
-    // Both really raced: each binary won some of the range.
-    expect.soft(won(outcomes, "upstream")).toBeGreaterThan(0);
-    expect.soft(won(outcomes, "ours")).toBeGreaterThan(0);
-  },
-  300_000,
-);
+test(`the same with ${NODES / 2} of the ${NODES} nodes running upstream v0.9.4 (${UPSTREAM_PODS_PER_NODE} pods each; it takes its Lease, we do not)`, async () => {
+  const started = performance.now();
+  const outcomes = await race(SLASH24, upstreamHalf);
+  const seconds = (performance.now() - started) / 1000;
+  console.log(
+    `mixed, /24: ${outcomes.length} racing ADDs in ${seconds.toFixed(1)} s; addresses: upstream ${won(outcomes, "upstream")}, ours ${won(outcomes, "ours")}`,
+  );
+  await expectCleanRace(SLASH24, outcomes, (o) => (o.binary === "ours" ? oursFull : upstreamFull));
+  // Both really raced: each binary won some of the range.
+  expect.soft(won(outcomes, "upstream")).toBeGreaterThan(0);
+  expect.soft(won(outcomes, "ours")).toBeGreaterThan(0);
+}, 300_000);
 
-test(
-  `the Lease experiment: 50 upstream and 250 of our ADDs on a range where all fit`,
-  async () => {
-    // In the /24 race our ADDs fill the range while upstream's wait for its Lease. Here every pod
-    // fits and our nodes run one ADD at a time, to leave upstream's Lease holder room for its
-    // writes. (Even so, upstream's ADDs mostly complete only after ours
-    // (docs/performance.md#the-whereabouts-conformance-races); the console line counts them. The
-    // interleavings that matter are forced one by one with sleep_for_race in
-    // whereabouts-kube.test.ts.)
-    const plan = (node: number): NodePlan =>
-      node < NODES / 2 ? { binary: "upstream", pods: UPSTREAM_PODS_PER_NODE, inFlight: IN_FLIGHT_PER_NODE } : { binary: "ours", pods: PODS / NODES, inFlight: 1 };
-    const started = performance.now();
-    const outcomes = await race(SLASH23, plan);
-    const seconds = (performance.now() - started) / 1000;
-    const oursDone = Math.max(...outcomes.filter((o) => o.binary === "ours").map((o) => o.endedMs));
-    const interleaved = outcomes.filter((o) => o.binary === "upstream" && o.out.code === 0 && o.endedMs < oursDone).length;
-    console.log(
-      `mixed, /23: ${outcomes.length} racing ADDs in ${seconds.toFixed(1)} s; addresses: upstream ${won(outcomes, "upstream")} ` +
-        `(${interleaved} of them while ours were still allocating), ours ${won(outcomes, "ours")}`,
-    );
-    await expectCleanRace(SLASH23, outcomes, () => ({ never: "every pod fits" }));
-  },
-  300_000,
-);
+test(`the Lease experiment: 50 upstream and 250 of our ADDs on a range where all fit`, async () => {
+  // In the /24 race our ADDs fill the range while upstream's wait for its Lease. Here every pod
+  // fits and our nodes run one ADD at a time, to leave upstream's Lease holder room for its
+  // writes. (Even so, upstream's ADDs mostly complete only after ours
+  // (docs/performance.md#the-whereabouts-conformance-races); the console line counts them. The
+  // interleavings that matter are forced one by one with sleep_for_race in
+  // whereabouts-kube.test.ts.)
+  const plan = (node: number): NodePlan =>
+    node < NODES / 2 ? { binary: "upstream", pods: UPSTREAM_PODS_PER_NODE, inFlight: IN_FLIGHT_PER_NODE } : { binary: "ours", pods: PODS / NODES, inFlight: 1 };
+  const started = performance.now();
+  const outcomes = await race(SLASH23, plan);
+  const seconds = (performance.now() - started) / 1000;
+  const oursDone = Math.max(...outcomes.filter((o) => o.binary === "ours").map((o) => o.endedMs));
+  const interleaved = outcomes.filter((o) => o.binary === "upstream" && o.out.code === 0 && o.endedMs < oursDone).length;
+  console.log(
+    `mixed, /23: ${outcomes.length} racing ADDs in ${seconds.toFixed(1)} s; addresses: upstream ${won(outcomes, "upstream")} ` +
+      `(${interleaved} of them while ours were still allocating), ours ${won(outcomes, "ours")}`,
+  );
+  await expectCleanRace(SLASH23, outcomes, () => ({ never: "every pod fits" }));
+}, 300_000);

@@ -59,9 +59,18 @@ async function expectSettled(pods: PodRun[], pool: string, offsetOf: (address: s
   expect.soft(new Set(started.map((p) => p.address)).size, "distinct addresses").toBe(started.length);
   const allocations = (await api.pool(pool))?.spec.allocations ?? {};
   const expected = started.map((p) => `${offsetOf(p.address!)}=default/pod-${p.pod} net1 ${p.tries.at(-1)!.containerId}`).sort();
-  expect.soft(Object.entries(allocations).map(([key, a]) => `${key}=${a.podref} ${a.ifname} ${a.id}`).sort(), "the pool: one entry per pod, its last sandbox's").toEqual(expected);
+  expect
+    .soft(
+      Object.entries(allocations)
+        .map(([key, a]) => `${key}=${a.podref} ${a.ifname} ${a.id}`)
+        .sort(),
+      "the pool: one entry per pod, its last sandbox's",
+    )
+    .toEqual(expected);
   const reservations = (await api.reservations()).map((r) => `${r.metadata.name}=${r.spec.podref} ${r.spec.ifname}`).sort();
-  expect.soft(reservations, "the reservations: one per pod, none without its allocation").toEqual(started.map((p) => `${p.address}=default/pod-${p.pod} net1`).sort());
+  expect
+    .soft(reservations, "the reservations: one per pod, none without its allocation")
+    .toEqual(started.map((p) => `${p.address}=default/pod-${p.pod} net1`).sort());
   const journals = nodes.flatMap((node) => {
     try {
       return readdirSync(join(node.dir, "journal")).map((file) => `node ${node.index}: ${file}`);
@@ -78,68 +87,60 @@ const offset90 = (address: string) => {
   return x! * 256 + y!;
 };
 
-test(
-  "the limit test: 1000 pods on 10 nodes for a range of exactly 1000 addresses, 1 in 10 first tries killed mid-ADD; then one pod more gets 102 and writes nothing",
-  async () => {
-    const ipam = limitRange(1000);
-    const { pods, seconds } = await runtimeRace({
-      binary: WHEREABOUTS,
-      nodes,
-      network: (node) => nodeNetwork(node, ipam),
-      pods: 1000,
-      inFlightPerNode: 25,
-      deadlineMs: 120_000,
-      backoffMs: 500,
-      maxTries: 10,
-      // Killed at some moment in its first two seconds: before, during or after its claims and pool write.
-      killAfterMs: (pod, attempt) => (attempt === 1 && pod % 10 === 3 ? (pod * 37) % 2000 : undefined),
-      netns: sandbox,
-    });
-    const killed = pods.flatMap((p) => p.tries).filter((t) => t.killed).length;
-    console.log(`limit test: 1000 pods in ${seconds.toFixed(1)} s, ${killed} tries killed on purpose; failed tries: ${failedTries(pods).join("; ") || "none"}`);
-    expect(killed, "tries killed mid-ADD").toBeGreaterThan(50);
-    await expectSettled(pods, "10.90.0.0-20", offset90);
+test("the limit test: 1000 pods on 10 nodes for a range of exactly 1000 addresses, 1 in 10 first tries killed mid-ADD; then one pod more gets 102 and writes nothing", async () => {
+  const ipam = limitRange(1000);
+  const { pods, seconds } = await runtimeRace({
+    binary: WHEREABOUTS,
+    nodes,
+    network: (node) => nodeNetwork(node, ipam),
+    pods: 1000,
+    inFlightPerNode: 25,
+    deadlineMs: 120_000,
+    backoffMs: 500,
+    maxTries: 10,
+    // Killed at some moment in its first two seconds: before, during or after its claims and pool write.
+    killAfterMs: (pod, attempt) => (attempt === 1 && pod % 10 === 3 ? (pod * 37) % 2000 : undefined),
+    netns: sandbox,
+  });
+  const killed = pods.flatMap((p) => p.tries).filter((t) => t.killed).length;
+  console.log(`limit test: 1000 pods in ${seconds.toFixed(1)} s, ${killed} tries killed on purpose; failed tries: ${failedTries(pods).join("; ") || "none"}`);
+  expect(killed, "tries killed mid-ADD").toBeGreaterThan(50);
+  await expectSettled(pods, "10.90.0.0-20", offset90);
 
-    const before = { pool: await api.pool("10.90.0.0-20"), reservations: await api.reservations() };
-    const out = await cniAsync(
-      WHEREABOUTS,
-      { command: "ADD", containerId: "ctr-one-more", netns: sandbox, ifName: "net1", args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=one-more" },
-      nodeNetwork(nodes[0]!, ipam),
-    );
-    expect(out.json).toMatchObject({ code: 102, msg: "no free IP address left in range 10.90.0.0/20 (10.90.0.1-10.90.3.232)" });
-    expect((await api.pool("10.90.0.0-20"))?.spec.allocations).toEqual(before.pool?.spec.allocations);
-    expect((await api.reservations()).map((r) => r.metadata.name).sort()).toEqual(before.reservations.map((r) => r.metadata.name).sort());
-  },
-  600_000,
-);
+  const before = { pool: await api.pool("10.90.0.0-20"), reservations: await api.reservations() };
+  const out = await cniAsync(
+    WHEREABOUTS,
+    { command: "ADD", containerId: "ctr-one-more", netns: sandbox, ifName: "net1", args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=one-more" },
+    nodeNetwork(nodes[0]!, ipam),
+  );
+  expect(out.json).toMatchObject({ code: 102, msg: "no free IP address left in range 10.90.0.0/20 (10.90.0.1-10.90.3.232)" });
+  expect((await api.pool("10.90.0.0-20"))?.spec.allocations).toEqual(before.pool?.spec.allocations);
+  expect((await api.reservations()).map((r) => r.metadata.name).sort()).toEqual(before.reservations.map((r) => r.metadata.name).sort());
+}, 600_000);
 
-test(
-  "a storm: 500 pods at once (50 per node), 1 in 5 first tries killed mid-ADD, STATUS every 5 s: every kill torn down, every pod started once",
-  async () => {
-    const { pods, seconds, statusFailures } = await runtimeRace({
-      binary: WHEREABOUTS,
-      nodes,
-      network: (node) => nodeNetwork(node, { range: "10.91.0.0/22" }, "1.1.0"),
-      pods: 500,
-      inFlightPerNode: 50,
-      deadlineMs: 120_000,
-      backoffMs: 500,
-      maxTries: 10,
-      // Killed at some moment in its first three seconds: with 500 processes on two cores, some
-      // still waiting for a core, some queued behind their node's batch, some leading one.
-      killAfterMs: (pod, attempt) => (attempt === 1 && pod % 5 === 2 ? (pod * 53) % 3000 : undefined),
-      netns: sandbox,
-      statusEveryMs: 5000,
-    });
-    const killed = pods.flatMap((p) => p.tries).filter((t) => t.killed).length;
-    console.log(`storm: 500 pods in ${seconds.toFixed(1)} s, ${killed} tries killed on purpose; failed tries: ${failedTries(pods).join("; ") || "none"}`);
-    expect(killed, "tries killed mid-ADD").toBeGreaterThan(50);
-    await expectSettled(pods, "10.91.0.0-22", (address) => {
-      const [, , x, y] = address.split(".").map(Number);
-      return x! * 256 + y!;
-    });
-    // A STATUS that fails here would tell containerd the network is down while it works.
-    expect(statusFailures.slice(0, 5), `STATUS calls that failed (${statusFailures.length})`).toEqual([]);
-  },
-  600_000,
-);
+test("a storm: 500 pods at once (50 per node), 1 in 5 first tries killed mid-ADD, STATUS every 5 s: every kill torn down, every pod started once", async () => {
+  const { pods, seconds, statusFailures } = await runtimeRace({
+    binary: WHEREABOUTS,
+    nodes,
+    network: (node) => nodeNetwork(node, { range: "10.91.0.0/22" }, "1.1.0"),
+    pods: 500,
+    inFlightPerNode: 50,
+    deadlineMs: 120_000,
+    backoffMs: 500,
+    maxTries: 10,
+    // Killed at some moment in its first three seconds: with 500 processes on two cores, some
+    // still waiting for a core, some queued behind their node's batch, some leading one.
+    killAfterMs: (pod, attempt) => (attempt === 1 && pod % 5 === 2 ? (pod * 53) % 3000 : undefined),
+    netns: sandbox,
+    statusEveryMs: 5000,
+  });
+  const killed = pods.flatMap((p) => p.tries).filter((t) => t.killed).length;
+  console.log(`storm: 500 pods in ${seconds.toFixed(1)} s, ${killed} tries killed on purpose; failed tries: ${failedTries(pods).join("; ") || "none"}`);
+  expect(killed, "tries killed mid-ADD").toBeGreaterThan(50);
+  await expectSettled(pods, "10.91.0.0-22", (address) => {
+    const [, , x, y] = address.split(".").map(Number);
+    return x! * 256 + y!;
+  });
+  // A STATUS that fails here would tell containerd the network is down while it works.
+  expect(statusFailures.slice(0, 5), `STATUS calls that failed (${statusFailures.length})`).toEqual([]);
+}, 600_000);

@@ -23,7 +23,11 @@ const fileStore: StoreUnderTest = {
   },
   async reservations(network = "default") {
     const path = join(dir, network, "overlappingrangeipreservations");
-    return existsSync(path) ? readdirSync(path).map((file) => file.replace(/\.json$/, "")).sort() : [];
+    return existsSync(path)
+      ? readdirSync(path)
+          .map((file) => file.replace(/\.json$/, ""))
+          .sort()
+      : [];
   },
   async stored() {
     return readdirSync(dir);

@@ -103,9 +103,7 @@ export function broadcastOf(prefix: Prefix): IP {
 
 /** The unspecified network of a family, for default routes: 0.0.0.0/0 or ::/0. */
 export function defaultPrefix(family: Family): Prefix {
-  return family === 4
-    ? { ip: ipaddr.IPv4.parse("0.0.0.0"), length: 0, family }
-    : { ip: ipaddr.IPv6.parse("::"), length: 0, family };
+  return family === 4 ? { ip: ipaddr.IPv4.parse("0.0.0.0"), length: 0, family } : { ip: ipaddr.IPv6.parse("::"), length: 0, family };
 }
 
 /** Parses a MAC address "aa:bb:cc:dd:ee:ff" (any case, ':' or '-'). */

@@ -77,7 +77,11 @@ describe("the harness, inside the guest", () => {
     const master = link(host.ns, host.master)!;
     const moved = links(pod).find((l) => l.ifname === "iv0");
     expect(moved?.link_index).toBe(master.ifindex);
-    expect(links(host.ns).map((l) => l.ifname).sort()).toEqual(["lo", "m0"]);
+    expect(
+      links(host.ns)
+        .map((l) => l.ifname)
+        .sort(),
+    ).toEqual(["lo", "m0"]);
     // The namespaces live in the guest: this machine has none of them.
     expect(existsSync(nsPath(pod))).toBe(false);
   });

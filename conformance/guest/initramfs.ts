@@ -6,17 +6,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, extname, join } from "node:path";
 import { moduleLoadOrder, type Module } from "./kernel.ts";
 import { AGENT_PORT_NAME } from "./protocol.ts";
@@ -76,11 +66,10 @@ export function initramfs(inputs: InitramfsInputs, cacheDir: string): string {
     for (const entry of entries) stage(entry, join(staging, entry.path));
     // Written aside and renamed: a concurrent run sees either no image or a whole one.
     const partial = `${image}.${process.pid}.tmp`;
-    const pack = spawnSync(
-      "bash",
-      ["-c", 'set -o pipefail; find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet > "$1"', "pack", partial],
-      { cwd: staging, encoding: "utf8" },
-    );
+    const pack = spawnSync("bash", ["-c", 'set -o pipefail; find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet > "$1"', "pack", partial], {
+      cwd: staging,
+      encoding: "utf8",
+    });
     if (pack.status !== 0) throw new Error(`packing the initramfs failed (is cpio installed?): ${pack.stderr}`);
     renameSync(partial, image);
   } finally {

@@ -72,16 +72,20 @@ export async function startCluster(options: { log?: (line: string) => void } = {
   const adminToken = randomBytes(24).toString("hex");
   writeFileSync(join(dir, "tokens.csv"), `${adminToken},admin,admin,"system:masters"\n`, { mode: 0o600 });
 
-  const etcd = launch(join(KUBE_BIN, "etcd"), [
-    `--data-dir=${join(dir, "etcd")}`,
-    `--listen-client-urls=http://127.0.0.1:${etcdClient}`,
-    `--advertise-client-urls=http://127.0.0.1:${etcdClient}`,
-    `--listen-peer-urls=http://127.0.0.1:${etcdPeer}`,
-    `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeer}`,
-    `--initial-cluster=default=http://127.0.0.1:${etcdPeer}`,
-    "--unsafe-no-fsync=true",
-    "--log-level=error",
-  ], join(dir, "etcd.log"));
+  const etcd = launch(
+    join(KUBE_BIN, "etcd"),
+    [
+      `--data-dir=${join(dir, "etcd")}`,
+      `--listen-client-urls=http://127.0.0.1:${etcdClient}`,
+      `--advertise-client-urls=http://127.0.0.1:${etcdClient}`,
+      `--listen-peer-urls=http://127.0.0.1:${etcdPeer}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeer}`,
+      `--initial-cluster=default=http://127.0.0.1:${etcdPeer}`,
+      "--unsafe-no-fsync=true",
+      "--log-level=error",
+    ],
+    join(dir, "etcd.log"),
+  );
   await waitFor("etcd", () => httpGetStatus(`http://127.0.0.1:${etcdClient}/health`), etcd, join(dir, "etcd.log"));
   log(`etcd ready after ${Date.now() - started} ms`);
 
@@ -218,7 +222,23 @@ function makeClientCertificate(dir: string): { caFile: string; certFile: string;
   openssl("req", "-x509", ...ec, "-keyout", path("ca.key"), "-out", path("ca.crt"), "-days", "2", "-subj", "/CN=test-client-ca");
   openssl("req", ...ec, "-keyout", path("admin.key"), "-out", path("admin.csr"), "-subj", "/O=system:masters/CN=cert-admin");
   writeFileSync(path("client.ext"), "extendedKeyUsage=clientAuth\n");
-  openssl("x509", "-req", "-in", path("admin.csr"), "-CA", path("ca.crt"), "-CAkey", path("ca.key"), "-CAcreateserial", "-days", "2", "-extfile", path("client.ext"), "-out", path("admin.crt"));
+  openssl(
+    "x509",
+    "-req",
+    "-in",
+    path("admin.csr"),
+    "-CA",
+    path("ca.crt"),
+    "-CAkey",
+    path("ca.key"),
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-extfile",
+    path("client.ext"),
+    "-out",
+    path("admin.crt"),
+  );
   return { caFile: path("ca.crt"), certFile: path("admin.crt"), keyFile: path("admin.key") };
 }
 
@@ -306,10 +326,14 @@ function httpsGetStatus(url: string, caFile: string): Promise<number> {
 
 async function freePorts(count: number): Promise<number[]> {
   const servers = await Promise.all(
-    Array.from({ length: count }, () => new Promise<ReturnType<typeof createServer>>((done) => {
-      const server = createServer();
-      server.listen(0, "127.0.0.1", () => done(server));
-    })),
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((done) => {
+          const server = createServer();
+          server.listen(0, "127.0.0.1", () => done(server));
+        }),
+    ),
   );
   const ports = servers.map((s) => {
     const address = s.address();

@@ -169,7 +169,14 @@ export function writeFlatFile(cluster: Cluster, kubeconfig = cluster.kubeconfig)
 }
 
 /** What a racing node's ADD gets: a macvlan config whose IPAM is whereabouts on this cluster. */
-export function racingNodeConfig(o: { name: string; cluster: Cluster; flatFile: string; datastoreDir: string; range: string; kubeconfig?: string }): Record<string, unknown> {
+export function racingNodeConfig(o: {
+  name: string;
+  cluster: Cluster;
+  flatFile: string;
+  datastoreDir: string;
+  range: string;
+  kubeconfig?: string;
+}): Record<string, unknown> {
   return {
     cniVersion: "1.0.0",
     name: o.name,

@@ -38,7 +38,9 @@ export function installNode(cluster: Pick<Cluster, "server" | "caFile" | "adminT
   const conf = join(dir, "whereabouts.d");
   mkdirSync(conf, { recursive: true, mode: 0o700 });
   const kubeconfig = join(conf, "whereabouts.kubeconfig");
-  writeFileSync(kubeconfig, installerKubeconfigText({ server: cluster.server, caFile: cluster.caFile, token: cluster.adminToken, namespace: NAMESPACE }), { mode: 0o600 });
+  writeFileSync(kubeconfig, installerKubeconfigText({ server: cluster.server, caFile: cluster.caFile, token: cluster.adminToken, namespace: NAMESPACE }), {
+    mode: 0o600,
+  });
   const flatFile = join(conf, "whereabouts.conf");
   const datastoreDir = join(dir, "state");
   writeFileSync(flatFile, JSON.stringify({ datastore: "kubernetes", kubernetes: { kubeconfig }, datastore_dir: datastoreDir }), { mode: 0o600 });
@@ -126,10 +128,13 @@ function run(binary: string, env: Record<string, string>, input: string, killAft
     let stdout = "";
     let stderr = "";
     let killed = false;
-    const timer = killAfterMs === undefined ? undefined : setTimeout(() => {
-      killed = true;
-      child.kill("SIGKILL");
-    }, killAfterMs);
+    const timer =
+      killAfterMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            killed = true;
+            child.kill("SIGKILL");
+          }, killAfterMs);
     child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
     child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
     child.on("error", reject);
@@ -239,7 +244,9 @@ export function failedTries(pods: readonly PodRun[]): string[] {
   for (const pod of pods) {
     for (const t of pod.tries) {
       if (t.code === 0) continue;
-      const what = t.killed ? `killed (${t.killed})` : `code ${t.cniCode ?? `exit ${t.code}`}: ${(t.message ?? "").replace(/\d+(\.\d+){3}(\/\d+)?|\b\d{2,}\b|ctr-\S+/g, "N").slice(0, 160)}`;
+      const what = t.killed
+        ? `killed (${t.killed})`
+        : `code ${t.cniCode ?? `exit ${t.code}`}: ${(t.message ?? "").replace(/\d+(\.\d+){3}(\/\d+)?|\b\d{2,}\b|ctr-\S+/g, "N").slice(0, 160)}`;
       groups.set(what, (groups.get(what) ?? 0) + 1);
     }
   }

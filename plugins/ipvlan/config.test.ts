@@ -3,7 +3,6 @@ import { parseNetConf } from "../../shared/cni/config.ts";
 import { CniError } from "../../shared/cni/errors.ts";
 import { loadConfig } from "./config.ts";
 
-
 function load(extra: Record<string, unknown>) {
   return loadConfig(parseNetConf(JSON.stringify({ cniVersion: "1.0.0", name: "n", type: "ipvlan", ...extra })));
 }
@@ -31,5 +30,4 @@ describe("ipvlan config", () => {
       expect((caught as CniError).message).toContain(Object.values(extra)[0]);
     }
   });
-
 });

@@ -53,9 +53,7 @@ describe("macvlan config", () => {
   test("MAC precedence: config < CNI_ARGS MAC= < runtimeConfig.mac", () => {
     expect(load({ mac: "02:00:00:00:00:01" }).mac).toBe("02:00:00:00:00:01");
     expect(load({ mac: "02:00:00:00:00:01" }, "MAC=02:00:00:00:00:02").mac).toBe("02:00:00:00:00:02");
-    expect(load({ mac: "02:00:00:00:00:01", runtimeConfig: { mac: "02:00:00:00:00:03" } }, "MAC=02:00:00:00:00:02").mac).toBe(
-      "02:00:00:00:00:03",
-    );
+    expect(load({ mac: "02:00:00:00:00:01", runtimeConfig: { mac: "02:00:00:00:00:03" } }, "MAC=02:00:00:00:00:02").mac).toBe("02:00:00:00:00:03");
   });
 
   test("bad values are code 7 naming the key", () => {

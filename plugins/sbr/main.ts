@@ -118,8 +118,9 @@ export const sbr: PluginVerbs = {
         if (gw && !table.some((r) => r.dst.length === 0 && r.gw !== undefined && sameIp(r.gw, gw) && r.linkIndex === link.index)) {
           throw new CniError(ErrorCode.Internal, `table ${rule.table} has no default route via ${formatIp(gw)} dev ${args.ifName}`);
         }
-        const leftInMain = routeList(nl, { family: host.family, table: RT_TABLE_MAIN, linkIndex: link.index })
-          .filter((r) => !config.addSourceHints || r.scope !== RT_SCOPE_LINK);
+        const leftInMain = routeList(nl, { family: host.family, table: RT_TABLE_MAIN, linkIndex: link.index }).filter(
+          (r) => !config.addSourceHints || r.scope !== RT_SCOPE_LINK,
+        );
         if (leftInMain.length > 0) {
           throw new CniError(ErrorCode.Internal, `main table still routes via ${args.ifName} (${leftInMain.length} routes)`);
         }

@@ -169,7 +169,10 @@ describe("ranges", () => {
 
 describe("CNI_ARGS", () => {
   test("pod namespace and name make the podref", () => {
-    const config = configOf({ range: "10.0.0.0/24" }, "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_UID=u;K8S_POD_INFRA_CONTAINER_ID=c");
+    const config = configOf(
+      { range: "10.0.0.0/24" },
+      "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;K8S_POD_UID=u;K8S_POD_INFRA_CONTAINER_ID=c",
+    );
     expect(config.pod).toEqual({ namespace: "default", name: "web-0", podRef: "default/web-0" });
   });
 
@@ -210,9 +213,15 @@ describe("stores", () => {
       lockDir: "/var/lib/cni/whereabouts/locks",
       ledgerDir: "/var/lib/cni/whereabouts/attachments",
     });
-    expect(
-      raw({ range: "10.0.0.0/24", datastore_dir: "/d", kubernetes: { kubeconfig: "/k", k8s_api_root: "https://api", timeout_ms: 2500 } }).store,
-    ).toEqual({ kind: "kubernetes", kubeconfig: "/k", apiRoot: "https://api", timeoutMs: 2500, journalDir: "/d/journal", lockDir: "/d/locks", ledgerDir: "/d/attachments" });
+    expect(raw({ range: "10.0.0.0/24", datastore_dir: "/d", kubernetes: { kubeconfig: "/k", k8s_api_root: "https://api", timeout_ms: 2500 } }).store).toEqual({
+      kind: "kubernetes",
+      kubeconfig: "/k",
+      apiRoot: "https://api",
+      timeoutMs: 2500,
+      journalDir: "/d/journal",
+      lockDir: "/d/locks",
+      ledgerDir: "/d/attachments",
+    });
     expect(thrown(() => raw({ range: "10.0.0.0/24", kubernetes: { kubeconfig: "/k", timeout_ms: 5 } })).code).toBe(7);
     expect(raw({ range: "10.0.0.0/24", datastore: "etcd", kubernetes: { kubeconfig: "/k" } }).store.kind).toBe("kubernetes");
   });
@@ -222,7 +231,9 @@ describe("stores", () => {
     expect(error.code).toBe(7);
     expect(error.msg).toBe("no usable datastore: no kubeconfig is configured");
     expect(error.details).toMatch(/"datastore": "file".*"kubeconfig"/);
-    expect(thrown(() => raw({ range: "10.0.0.0/24", datastore: "etcd" })).msg).toBe('no usable datastore: datastore "etcd" is not supported and no kubeconfig is configured');
+    expect(thrown(() => raw({ range: "10.0.0.0/24", datastore: "etcd" })).msg).toBe(
+      'no usable datastore: datastore "etcd" is not supported and no kubeconfig is configured',
+    );
   });
 });
 
@@ -246,7 +257,10 @@ describe("the flat file", () => {
   });
 
   test("an inline configuration_path comes first; a missing one falls through; a directory means its whereabouts.conf", () => {
-    const files = fakeFiles({ "/custom.conf": '{"network_name":"custom"}', [CNI_PATH]: '{"network_name":"cni"}', "/d/whereabouts.conf": '{"network_name":"dir"}' }, ["/d"]);
+    const files = fakeFiles(
+      { "/custom.conf": '{"network_name":"custom"}', [CNI_PATH]: '{"network_name":"cni"}', "/d/whereabouts.conf": '{"network_name":"dir"}' },
+      ["/d"],
+    );
     expect(configOf({ range: "10.0.0.0/24", configuration_path: "/custom.conf" }, "", files).networkName).toBe("custom");
     expect(configOf({ range: "10.0.0.0/24", configuration_path: "/missing.conf" }, "", files).networkName).toBe("cni");
     expect(configOf({ range: "10.0.0.0/24", configuration_path: "/d" }, "", files).networkName).toBe("dir");
@@ -264,9 +278,7 @@ describe("the flat file", () => {
   });
 
   test("an unreadable flat file is an error naming it", () => {
-    expect(thrown(() => configOf({ range: "10.0.0.0/24" }, "", fakeFiles({ [CNI_PATH]: "{nope" }))).msg).toMatch(
-      `flat file ${CNI_PATH} is not valid JSON`,
-    );
+    expect(thrown(() => configOf({ range: "10.0.0.0/24" }, "", fakeFiles({ [CNI_PATH]: "{nope" }))).msg).toMatch(`flat file ${CNI_PATH} is not valid JSON`);
     expect(thrown(() => configOf({ range: "10.0.0.0/24" }, "", fakeFiles({ [CNI_PATH]: "[]" }))).msg).toBe(`flat file ${CNI_PATH} must hold a JSON object`);
     expect(thrown(() => configOf({ range: "10.0.0.0/24" }, "", fakeFiles({}, [CNI_PATH]))).msg).toBe(`flat file ${CNI_PATH} is a directory`);
   });
@@ -284,7 +296,7 @@ describe("the flat file", () => {
 });
 
 describe("merging, as mergo does it", () => {
-  test("inline values win; Go zero values (\"\", 0, false, [], {}) are filled in", () => {
+  test('inline values win; Go zero values ("", 0, false, [], {}) are filled in', () => {
     const inline = { range: "10.0.0.0/24", gateway: "", sleep_for_race: 0, routes: [], dns: {}, exclude: ["10.0.0.1"] };
     const flat = { range: "10.9.0.0/16", gateway: "10.0.0.1", sleep_for_race: 3, routes: [{ dst: "1.0.0.0/8" }], dns: { domain: "d" }, exclude: ["10.0.0.2"] };
     expect(mergeFlatFile(inline, flat)).toEqual({
@@ -299,7 +311,11 @@ describe("merging, as mergo does it", () => {
 
   test("nested objects merge key by key; lists are taken whole", () => {
     const inline = { dns: { nameservers: ["10.0.0.53"] }, kubernetes: { k8s_api_root: "https://api" }, ipRanges: [{ range: "10.0.0.0/24" }] };
-    const flat = { dns: { nameservers: ["9.9.9.9"], domain: "example" }, kubernetes: { kubeconfig: "/k" }, ipRanges: [{ range: "10.1.0.0/24" }, { range: "fd00::/64" }] };
+    const flat = {
+      dns: { nameservers: ["9.9.9.9"], domain: "example" },
+      kubernetes: { kubeconfig: "/k" },
+      ipRanges: [{ range: "10.1.0.0/24" }, { range: "fd00::/64" }],
+    };
     expect(mergeFlatFile(inline, flat)).toEqual({
       dns: { nameservers: ["10.0.0.53"], domain: "example" },
       kubernetes: { k8s_api_root: "https://api", kubeconfig: "/k" },
@@ -316,6 +332,9 @@ describe("merging, as mergo does it", () => {
   });
 
   test("keys of both sides are matched case-insensitively before merging", () => {
-    expect(canonicalKeys({ DNS: { Domain: "d" }, Kubernetes: { KubeConfig: "/k" }, bogus: 1 })).toEqual({ dns: { domain: "d" }, kubernetes: { kubeconfig: "/k" } });
+    expect(canonicalKeys({ DNS: { Domain: "d" }, Kubernetes: { KubeConfig: "/k" }, bogus: 1 })).toEqual({
+      dns: { domain: "d" },
+      kubernetes: { kubeconfig: "/k" },
+    });
   });
 });

@@ -168,4 +168,3 @@ describe("whose lease", () => {
     expect(garbage(mixed, [], "other").map((l) => l.key)).toEqual(["2"]);
   });
 });
-

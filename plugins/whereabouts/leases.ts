@@ -98,8 +98,6 @@ export function belongsTo(allocation: Allocation, containerId: string, ifName: s
  */
 export function garbage(leases: readonly Lease[], valid: readonly Attachment[], network: string): Lease[] {
   return leases.filter(
-    (lease) =>
-      lease.allocation.network === network &&
-      !valid.some((attachment) => belongsTo(lease.allocation, attachment.containerID, attachment.ifname)),
+    (lease) => lease.allocation.network === network && !valid.some((attachment) => belongsTo(lease.allocation, attachment.containerID, attachment.ifname)),
   );
 }

@@ -14,7 +14,15 @@ import { type Lease, belongsTo, findPodLease, garbage, lowestFree, lowestFreeAdd
 import type { WhereaboutsConfig } from "./config.ts";
 import { allocationKey, poolName, reservationName } from "./names.ts";
 import { type IpRange, addressInRange, formatAddress, parseCidr } from "./range.ts";
-import { type Allocation, type PoolId, type ReservationHolder, type UnreleasedReservation, type WhereaboutsStore, isUnavailable, sameHolder } from "./store/interface.ts";
+import {
+  type Allocation,
+  type PoolId,
+  type ReservationHolder,
+  type UnreleasedReservation,
+  type WhereaboutsStore,
+  isUnavailable,
+  sameHolder,
+} from "./store/interface.ts";
 
 export interface Context {
   store: WhereaboutsStore;
@@ -108,7 +116,13 @@ export async function allocate(ctx: Context, who: Requester): Promise<Result> {
     }
   } catch (err) {
     const undo = attempt.last ? [...taken, attempt.last] : taken;
-    await ctx.store.cleanup(() => rollBack(ctx, undo.filter((t) => t.created), who));
+    await ctx.store.cleanup(() =>
+      rollBack(
+        ctx,
+        undo.filter((t) => t.created),
+        who,
+      ),
+    );
     throw err;
   }
   const ips: IPConfig[] = taken.map(({ range, address }) => {
@@ -198,13 +212,7 @@ type RangeOutcome = { taken: Taken } | { error: CniError };
  * all and takes back their claims, but for each requester's last entry (`attempts[n].last`),
  * which a write that failed may still have stored: the caller rolls those back.
  */
-async function serveRange(
-  ctx: Context,
-  range: IpRange,
-  pool: PoolId,
-  requesters: readonly Requester[],
-  attempts: { last?: Taken }[],
-): Promise<RangeOutcome[]> {
+async function serveRange(ctx: Context, range: IpRange, pool: PoolId, requesters: readonly Requester[], attempts: { last?: Taken }[]): Promise<RangeOutcome[]> {
   const { store, config } = ctx;
   // Reservations each requester's runs created. An optimistic store may rerun the pool update
   // and pick other addresses; the ones no longer used are released at the end.
@@ -251,7 +259,9 @@ async function serveRange(
           if (own) {
             // Our entry's address is reserved for another pod through an overlapping range:
             // the two can't both keep it, and the reservation is the cluster-wide truth.
-            ctx.log.error(`${pool.name}: ${who.podRef} ${who.ifName} held ${formatAddress({ family: range.family, value: address })}, reserved by another pod; taking a new address`);
+            ctx.log.error(
+              `${pool.name}: ${who.podRef} ${who.ifName} held ${formatAddress({ family: range.family, value: address })}, reserved by another pod; taking a new address`,
+            );
             stale.push(own);
             own = undefined;
           }

@@ -5,7 +5,16 @@ import type { Logger } from "../../shared/log.ts";
 import { type FileSource, type WhereaboutsConfig, loadConfig } from "./config.ts";
 import type { Lock, Locks } from "./node/lock.ts";
 import type { Context } from "./operations.ts";
-import { type Allocation, type ClaimOutcome, type Pool, type PoolChange, type PoolId, type ReservationHolder, type WhereaboutsStore, sameHolder } from "./store/interface.ts";
+import {
+  type Allocation,
+  type ClaimOutcome,
+  type Pool,
+  type PoolChange,
+  type PoolId,
+  type ReservationHolder,
+  type WhereaboutsStore,
+  sameHolder,
+} from "./store/interface.ts";
 
 /**
  * A store in memory. With `conflicts` > 0 it behaves like an optimistic store that loses that

@@ -25,9 +25,7 @@ describe("parseCniArgs", () => {
   });
 
   it("matches keys case-sensitively", () => {
-    expect(thrown(() => parseCniArgs("mac=aa:bb:cc:dd:ee:ff", [ARG_MAC])).msg).toBe(
-      'ARGS: unknown args ["mac=aa:bb:cc:dd:ee:ff"]',
-    );
+    expect(thrown(() => parseCniArgs("mac=aa:bb:cc:dd:ee:ff", [ARG_MAC])).msg).toBe('ARGS: unknown args ["mac=aa:bb:cc:dd:ee:ff"]');
     expect(thrown(() => parseCniArgs("ignoreunknown=1;X=y", [])).msg).toBe('ARGS: unknown args ["ignoreunknown=1" "X=y"]');
   });
 

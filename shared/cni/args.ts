@@ -16,12 +16,7 @@ export const ARG_K8S_POD_INFRA_CONTAINER_ID = "K8S_POD_INFRA_CONTAINER_ID";
 export const ARG_K8S_POD_UID = "K8S_POD_UID";
 
 /** The keys kubelet passes to every plugin. */
-export const K8S_ARGS: readonly string[] = [
-  ARG_K8S_POD_NAMESPACE,
-  ARG_K8S_POD_NAME,
-  ARG_K8S_POD_INFRA_CONTAINER_ID,
-  ARG_K8S_POD_UID,
-];
+export const K8S_ARGS: readonly string[] = [ARG_K8S_POD_NAMESPACE, ARG_K8S_POD_NAME, ARG_K8S_POD_INFRA_CONTAINER_ID, ARG_K8S_POD_UID];
 
 /**
  * Parses CNI_ARGS, keeping only the `known` keys (IgnoreUnknown is always known). When a key
@@ -54,9 +49,5 @@ function parseFlag(pair: string, value: string): boolean {
   const word = value.toLowerCase();
   if (word === "1" || word === "true") return true;
   if (word === "0" || word === "false") return false;
-  throw new CniError(
-    ErrorCode.InvalidConfig,
-    `ARGS: invalid value in pair ${JSON.stringify(pair)}`,
-    "expected 1, 0, true or false",
-  );
+  throw new CniError(ErrorCode.InvalidConfig, `ARGS: invalid value in pair ${JSON.stringify(pair)}`, "expected 1, 0, true or false");
 }

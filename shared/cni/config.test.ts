@@ -87,9 +87,7 @@ describe("parseNetConf", () => {
   });
 
   it("reads dns, runtimeConfig and args", () => {
-    const parsed = parseNetConf(
-      conf({ dns: { nameservers: ["10.0.0.10"], search: [] }, runtimeConfig: { mac: "aa:bb:cc:dd:ee:ff" }, args: { cni: {} } }),
-    );
+    const parsed = parseNetConf(conf({ dns: { nameservers: ["10.0.0.10"], search: [] }, runtimeConfig: { mac: "aa:bb:cc:dd:ee:ff" }, args: { cni: {} } }));
     expect(parsed.dns).toEqual({ nameservers: ["10.0.0.10"] });
     expect(parsed.runtimeConfig).toEqual({ mac: "aa:bb:cc:dd:ee:ff" });
     expect(parsed.args).toEqual({ cni: {} });
@@ -119,7 +117,10 @@ describe("parseNetConf", () => {
 });
 
 describe("gcAttachments", () => {
-  const list = [{ containerID: "c1", ifname: "eth0" }, { containerID: "c2", ifname: "net1" }];
+  const list = [
+    { containerID: "c1", ifname: "eth0" },
+    { containerID: "c2", ifname: "net1" },
+  ];
 
   it("reads cni.dev/valid-attachments, else cni.dev/attachments, else nothing", () => {
     expect(gcAttachments({ "cni.dev/valid-attachments": list, "cni.dev/attachments": [] })).toEqual(list);
@@ -128,9 +129,7 @@ describe("gcAttachments", () => {
   });
 
   it("keeps only containerID and ifname", () => {
-    expect(gcAttachments({ "cni.dev/valid-attachments": [{ containerID: "c", ifname: "e", extra: 1 }] })).toEqual([
-      { containerID: "c", ifname: "e" },
-    ]);
+    expect(gcAttachments({ "cni.dev/valid-attachments": [{ containerID: "c", ifname: "e", extra: 1 }] })).toEqual([{ containerID: "c", ifname: "e" }]);
   });
 
   it("refuses a malformed list with code 7", () => {
@@ -142,9 +141,7 @@ describe("gcAttachments", () => {
     expect(thrown(() => gcAttachments({ "cni.dev/valid-attachments": [{ containerID: "c" }] })).msg).toBe(
       'invalid "cni.dev/valid-attachments[0].ifname": expected a non-empty string, got nothing',
     );
-    expect(thrown(() => gcAttachments({ "cni.dev/attachments": ["c1"] })).msg).toBe(
-      'invalid "cni.dev/attachments[0]": expected an object, got "c1"',
-    );
+    expect(thrown(() => gcAttachments({ "cni.dev/attachments": ["c1"] })).msg).toBe('invalid "cni.dev/attachments[0]": expected an object, got "c1"');
   });
 });
 
@@ -172,9 +169,7 @@ describe("accessors", () => {
       msg: 'invalid "mtu": expected a string, got 1500',
       details: "",
     });
-    expect(thrown(() => optionalString(obj, "mtu", "ipam.gateway")).msg).toBe(
-      'invalid "ipam.gateway": expected a string, got 1500',
-    );
+    expect(thrown(() => optionalString(obj, "mtu", "ipam.gateway")).msg).toBe('invalid "ipam.gateway": expected a string, got 1500');
   });
 
   it("requiredString", () => {
@@ -191,9 +186,7 @@ describe("accessors", () => {
       details: "",
     });
     expect(thrown(() => optionalInteger(obj, "float")).msg).toBe('invalid "float": expected an integer, got 1.5');
-    expect(thrown(() => optionalInteger(obj, "mtu", { max: 1000 })).msg).toBe(
-      'invalid "mtu": expected an integer <= 1000, got 1500',
-    );
+    expect(thrown(() => optionalInteger(obj, "mtu", { max: 1000 })).msg).toBe('invalid "mtu": expected an integer <= 1000, got 1500');
     expect(thrown(() => optionalInteger(obj, "mtu", { min: 68, max: 1000, label: "link mtu" })).msg).toBe(
       'invalid "link mtu": expected an integer from 68 to 1000, got 1500',
     );
@@ -210,9 +203,7 @@ describe("accessors", () => {
     expect(thrown(() => optionalObject(obj, "list")).msg).toBe('invalid "list": expected an object, got ["a","b"]');
     expect(optionalStringArray(obj, "list")).toEqual(["a", "b"]);
     expect(optionalStringArray(obj, "absent")).toBeUndefined();
-    expect(thrown(() => optionalStringArray(obj, "mixed")).msg).toBe(
-      'invalid "mixed": expected an array of strings, got ["a",1]',
-    );
+    expect(thrown(() => optionalStringArray(obj, "mixed")).msg).toBe('invalid "mixed": expected an array of strings, got ["a",1]');
   });
 
   it("oneOf", () => {
@@ -248,7 +239,11 @@ describe("prevResult for DEL", () => {
 
   it("keeps an interface index past the interfaces list, as upstream", () => {
     const conf = parseNetConf(
-      JSON.stringify({ cniVersion: "1.0.0", name: "n", prevResult: { cniVersion: "1.0.0", interfaces: [{ name: "net1" }], ips: [{ address: "10.0.0.1/8", interface: 3 }] } }),
+      JSON.stringify({
+        cniVersion: "1.0.0",
+        name: "n",
+        prevResult: { cniVersion: "1.0.0", interfaces: [{ name: "net1" }], ips: [{ address: "10.0.0.1/8", interface: 3 }] },
+      }),
     );
     expect(conf.prevResult?.ips).toEqual([{ address: "10.0.0.1/8", interface: 3 }]);
   });

@@ -26,10 +26,7 @@ export function parseNetConf(stdin: string, options: { lenientPrevResult?: boole
     throw new CniError(ErrorCode.DecodingFailure, `error parsing network configuration: ${reason}`);
   }
   if (!isJsonObject(decoded)) {
-    throw new CniError(
-      ErrorCode.DecodingFailure,
-      `error parsing network configuration: expected a JSON object, got ${describeValue(decoded)}`,
-    );
+    throw new CniError(ErrorCode.DecodingFailure, `error parsing network configuration: expected a JSON object, got ${describeValue(decoded)}`);
   }
 
   const fields = new FieldReader(decoded, ErrorCode.InvalidConfig);
@@ -108,11 +105,7 @@ export function requiredString(obj: JsonObject, key: string, label?: string): st
   return reader(obj).requiredString(key, label);
 }
 
-export function optionalInteger(
-  obj: JsonObject,
-  key: string,
-  range: IntegerRange & { label?: string } = {},
-): number | undefined {
+export function optionalInteger(obj: JsonObject, key: string, range: IntegerRange & { label?: string } = {}): number | undefined {
   return reader(obj).integer(key, range);
 }
 
@@ -133,20 +126,12 @@ export function optionalStringArray(obj: JsonObject, key: string, label?: string
  * A string that must be one of `allowed`; `fallback` when absent or empty. With a `label` the
  * error reads `unknown <label> "foo"` (upstream's style for enums such as macvlan's mode).
  */
-export function oneOf<T extends string>(
-  obj: JsonObject,
-  key: string,
-  allowed: readonly T[],
-  fallback: T,
-  label?: string,
-): T {
+export function oneOf<T extends string>(obj: JsonObject, key: string, allowed: readonly T[], fallback: T, label?: string): T {
   const value = reader(obj).string(key, label);
   if (value === undefined || value === "") return fallback;
   const match = allowed.find((candidate) => candidate === value);
   if (match !== undefined) return match;
-  const message = label
-    ? `unknown ${label} ${JSON.stringify(value)}`
-    : `invalid "${key}": expected one of ${quoteList(allowed)}, got ${JSON.stringify(value)}`;
+  const message = label ? `unknown ${label} ${JSON.stringify(value)}` : `invalid "${key}": expected one of ${quoteList(allowed)}, got ${JSON.stringify(value)}`;
   throw new CniError(ErrorCode.InvalidConfig, message, label ? `expected one of ${quoteList(allowed)}` : "");
 }
 

@@ -114,12 +114,7 @@ describe("the delegate runner", () => {
     rmSync(log);
     checkNetworkList(network, rt, options);
     delNetworkList(network, rt, options);
-    expect(calls().map((c) => c.call.split(" ").slice(0, 2).join(" "))).toEqual([
-      "first CHECK",
-      "second CHECK",
-      "second DEL",
-      "first DEL",
-    ]);
+    expect(calls().map((c) => c.call.split(" ").slice(0, 2).join(" "))).toEqual(["first CHECK", "second CHECK", "second DEL", "first DEL"]);
     for (const { stdin } of calls()) expect(stdin.prevResult).toEqual({ cniVersion: "1.0.0", ips: [{ address: "10.0.0.2/24" }] });
     expect(existsSync(cacheFilePath(cacheDir, "net-a", "ctr1", "net1"))).toBe(false);
     delNetworkList(network, rt, options);
@@ -135,9 +130,7 @@ describe("the delegate runner", () => {
       details: "busy",
     });
     expect(readCacheEntry(cacheDir, "net-a", "ctr1", "net1")).toBeDefined();
-    expect(thrown(() => addNetworkList(list(["missing"]), rt, options)).msg).toMatch(
-      /^plugin type="missing" failed \(add\): failed to find plugin "missing"/,
-    );
+    expect(thrown(() => addNetworkList(list(["missing"]), rt, options)).msg).toMatch(/^plugin type="missing" failed \(add\): failed to find plugin "missing"/);
     expect(thrown(() => addNetworkList(network, { ...rt, ifName: "" }, options)).code).toBe(4);
   });
 
@@ -156,10 +149,7 @@ describe("the delegate runner", () => {
     addNetworkList(list(["first"], { name: "other" }), rt, options);
     rmSync(log);
     gcNetworkList(network, [{ containerID: "ctr1", ifname: "net1" }], cacheDir, options);
-    expect(calls().map((c) => c.call)).toEqual([
-      "first DEL ctr2 net1 K8S_POD_NAME=web;IgnoreUnknown=1",
-      "first GC   ",
-    ]);
+    expect(calls().map((c) => c.call)).toEqual(["first DEL ctr2 net1 K8S_POD_NAME=web;IgnoreUnknown=1", "first GC   "]);
     expect(calls()[1]?.stdin["cni.dev/valid-attachments"]).toEqual([{ containerID: "ctr1", ifname: "net1" }]);
     expect(readCacheEntry(cacheDir, "net-a", "ctr2", "net1")).toBeUndefined();
     expect(readCacheEntry(cacheDir, "other", "ctr1", "net1")).toBeDefined();

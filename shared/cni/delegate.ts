@@ -14,23 +14,9 @@ import { messageOf } from "../errors.ts";
 import { CniError, ErrorCode } from "./errors.ts";
 import { CONTAINER_ID_PATTERN, validateContainerId, validateInterfaceName } from "./env.ts";
 import { type ExecOptions, type PluginEnv, execPlugin, findPlugin } from "./exec.ts";
-import {
-  type Injection,
-  type NetworkList,
-  type PluginConf,
-  cniArgsString,
-  describePlugin,
-  gcOrStatusStdin,
-  pluginStdin,
-} from "./netlist.ts";
+import { type Injection, type NetworkList, type PluginConf, cniArgsString, describePlugin, gcOrStatusStdin, pluginStdin } from "./netlist.ts";
 import { parseResult } from "./result.ts";
-import {
-  cachedResultJson,
-  listCachedAttachments,
-  readCachedResult,
-  removeCacheEntry,
-  writeCacheEntry,
-} from "./result-cache.ts";
+import { cachedResultJson, listCachedAttachments, readCachedResult, removeCacheEntry, writeCacheEntry } from "./result-cache.ts";
 import { isJsonObject } from "./json.ts";
 import type { Attachment, JsonObject, Result, Verb } from "./types.ts";
 import { LATEST, compareVersions } from "./version.ts";
@@ -88,13 +74,7 @@ export function addNetworkList(list: NetworkList, rt: RuntimeConf, options: Dele
   return final;
 }
 
-function addOne(
-  list: NetworkList,
-  plugin: PluginConf,
-  prevResult: Result | undefined,
-  rt: RuntimeConf,
-  options: DelegateOptions,
-): Result {
+function addOne(list: NetworkList, plugin: PluginConf, prevResult: Result | undefined, rt: RuntimeConf, options: DelegateOptions): Result {
   const binary = findPlugin(plugin.type, options.path);
   if (rt.containerId === "") throw new CniError(ErrorCode.UnknownContainer, "missing containerID");
   validateContainerId(rt.containerId);
@@ -116,10 +96,7 @@ function addOne(
 /** CHECK (>= 0.4.0): every plugin in order, each given the cached result. */
 export function checkNetworkList(list: NetworkList, rt: RuntimeConf, options: DelegateOptions): void {
   if (compareVersions(list.cniVersion, "0.4.0") < 0) {
-    throw new CniError(
-      ErrorCode.IncompatibleVersion,
-      `configuration version ${JSON.stringify(list.cniVersion)} does not support the CHECK command`,
-    );
+    throw new CniError(ErrorCode.IncompatibleVersion, `configuration version ${JSON.stringify(list.cniVersion)} does not support the CHECK command`);
   }
   if (list.disableCheck) return;
   let cached: Result | undefined;
@@ -164,12 +141,7 @@ export function delNetworkList(list: NetworkList, rt: RuntimeConf, options: Dele
  * `validAttachments` (undefined: none is valid), with the values it was added with; then, for
  * versions >= 1.1.0, GC on every plugin. Goes on past failures and throws them all at the end.
  */
-export function gcNetworkList(
-  list: NetworkList,
-  validAttachments: Attachment[] | undefined,
-  cacheDir: string,
-  options: DelegateOptions,
-): void {
+export function gcNetworkList(list: NetworkList, validAttachments: Attachment[] | undefined, cacheDir: string, options: DelegateOptions): void {
   if (list.disableGC) return;
   const valid = new Set((validAttachments ?? []).map((a) => attachmentKey(a.containerID, a.ifname)));
   const errors: CniError[] = [];
@@ -236,9 +208,7 @@ export function pluginVersions(type: string, options: DelegateOptions): string[]
   if (typeof cniVersion !== "string" || cniVersion === "") {
     throw new CniError(ErrorCode.DecodingFailure, "decoding version info: missing field cniVersion");
   }
-  const versions = Array.isArray(supportedVersions)
-    ? supportedVersions.filter((v): v is string => typeof v === "string")
-    : [];
+  const versions = Array.isArray(supportedVersions) ? supportedVersions.filter((v): v is string => typeof v === "string") : [];
   if (versions.length > 0) return versions;
   if (cniVersion === "0.2.0") return ["0.1.0", "0.2.0"];
   throw new CniError(ErrorCode.DecodingFailure, "decoding version info: missing field supportedVersions");

@@ -45,9 +45,7 @@ describe("readEnvironment", () => {
   });
 
   it("DEL does not require CNI_NETNS", () => {
-    expect(thrown(() => readEnvironment({ CNI_COMMAND: "DEL" })).msg).toBe(
-      "required env variables [CNI_CONTAINERID,CNI_IFNAME,CNI_PATH] missing",
-    );
+    expect(thrown(() => readEnvironment({ CNI_COMMAND: "DEL" })).msg).toBe("required env variables [CNI_CONTAINERID,CNI_IFNAME,CNI_PATH] missing");
     const env = readEnvironment({ ...FULL, CNI_COMMAND: "DEL", CNI_NETNS: "" });
     expect(env?.netns).toBe("");
   });
@@ -109,9 +107,7 @@ describe("readEnvironment", () => {
 
   it("validates the interface name for ADD, DEL and CHECK", () => {
     for (const verb of ["ADD", "DEL", "CHECK"]) {
-      expect(thrown(() => readEnvironment({ ...FULL, CNI_COMMAND: verb, CNI_IFNAME: ".." })).msg).toBe(
-        "interface name is . or ..",
-      );
+      expect(thrown(() => readEnvironment({ ...FULL, CNI_COMMAND: verb, CNI_IFNAME: ".." })).msg).toBe("interface name is . or ..");
     }
   });
 });

@@ -28,7 +28,7 @@ describe("asCniError", () => {
 
 describe("quoteList", () => {
   it("formats like Go's %q of a string slice", () => {
-    expect(quoteList(["0.3.0", "a\"b"])).toBe('["0.3.0" "a\\"b"]');
+    expect(quoteList(["0.3.0", 'a"b'])).toBe('["0.3.0" "a\\"b"]');
     expect(quoteList([])).toBe("[]");
   });
 });

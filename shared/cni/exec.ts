@@ -29,11 +29,7 @@ const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
 export function findPlugin(type: string, path: readonly string[]): string {
   // A type with a directory part could run any binary on the host; the spec says "name".
   if (type === "" || type === "." || type === ".." || type.includes("/")) {
-    throw new CniError(
-      ErrorCode.InvalidConfig,
-      `invalid plugin type ${JSON.stringify(type)}`,
-      "a plugin type is a file name to look up in CNI_PATH",
-    );
+    throw new CniError(ErrorCode.InvalidConfig, `invalid plugin type ${JSON.stringify(type)}`, "a plugin type is a file name to look up in CNI_PATH");
   }
   for (const dir of path) {
     const candidate = join(dir, type);
@@ -57,13 +53,7 @@ function isExecutableFile(file: string): boolean {
  * failure it reports as a CNI error object comes back as that CniError, code and all, so the
  * runtime sees the delegate's own error; anything else becomes code 101.
  */
-export function execPlugin(
-  binary: string,
-  command: Verb,
-  args: PluginEnv,
-  stdin: string,
-  options: ExecOptions = {},
-): string {
+export function execPlugin(binary: string, command: Verb, args: PluginEnv, stdin: string, options: ExecOptions = {}): string {
   const name = basename(binary);
   const child = spawnSync(binary, [], {
     input: stdin,

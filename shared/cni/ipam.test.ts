@@ -133,9 +133,7 @@ describe("execPlugin", () => {
       details: "",
     });
     expect(sink.text).toContain("goroutine 1");
-    expect(thrown(() => execPlugin(join(second, "silent-ipam"), "DEL", cmdArgs("x"), "{}", sink)).msg).toBe(
-      'plugin "silent-ipam" failed: exit status 3',
-    );
+    expect(thrown(() => execPlugin(join(second, "silent-ipam"), "DEL", cmdArgs("x"), "{}", sink)).msg).toBe('plugin "silent-ipam" failed: exit status 3');
   });
 
   it("reports a plugin that cannot be started as code 101", () => {
@@ -183,9 +181,7 @@ describe("IPAM verbs", () => {
 
   it("needs an IPAM type and a findable plugin", () => {
     expect(thrown(() => ipamAdd(cmdArgs(undefined))).code).toBe(7);
-    expect(thrown(() => ipamDel(cmdArgs("host-local"))).msg).toBe(
-      `failed to find plugin "host-local" in path [${first} ${second}]`,
-    );
+    expect(thrown(() => ipamDel(cmdArgs("host-local"))).msg).toBe(`failed to find plugin "host-local" in path [${first} ${second}]`);
   });
 
   it.each([
@@ -209,8 +205,6 @@ describe("IPAM verbs", () => {
     raw["cni.dev/valid-attachments"] = [{ containerID: "c1", ifname: "net1" }];
     args.conf = parseNetConf(JSON.stringify(raw));
     ipamGc(args, stderrSink());
-    expect(JSON.parse(readFileSync(join(record, "stdin.GC"), "utf8"))["cni.dev/valid-attachments"]).toEqual([
-      { containerID: "c1", ifname: "net1" },
-    ]);
+    expect(JSON.parse(readFileSync(join(record, "stdin.GC"), "utf8"))["cni.dev/valid-attachments"]).toEqual([{ containerID: "c1", ifname: "net1" }]);
   });
 });

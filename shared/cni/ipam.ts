@@ -23,10 +23,7 @@ export function ipamAdd(args: CmdArgs, options?: ExecOptions): Result {
     decoded = JSON.parse(stdout);
   } catch (err) {
     const reason = messageOf(err);
-    throw new CniError(
-      ErrorCode.Delegate,
-      `IPAM plugin ${JSON.stringify(type)} printed an unreadable result: ${reason}`,
-    );
+    throw new CniError(ErrorCode.Delegate, `IPAM plugin ${JSON.stringify(type)} printed an unreadable result: ${reason}`);
   }
   return parseResult(decoded, "IPAM result", args.conf.cniVersion);
 }

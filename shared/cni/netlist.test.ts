@@ -50,20 +50,12 @@ describe("parseNetworkList", () => {
 
   it("refuses what libcni refuses", () => {
     expect(thrown(() => parseNetworkList("{"))).toMatchObject({ code: 6 });
-    expect(thrown(() => parseNetworkList('{"plugins":[{"type":"x"}]}')).msg).toBe(
-      "error parsing configuration list: no name",
-    );
-    expect(thrown(() => parseNetworkList('{"name":"n","plugins":[]}')).msg).toBe(
-      "error parsing configuration list: no plugins in list",
-    );
-    expect(thrown(() => parseNetworkList('{"name":"n","plugins":[{"name":"x"}]}')).msg).toBe(
-      "failed to parse plugin config 0: missing 'type'",
-    );
+    expect(thrown(() => parseNetworkList('{"plugins":[{"type":"x"}]}')).msg).toBe("error parsing configuration list: no name");
+    expect(thrown(() => parseNetworkList('{"name":"n","plugins":[]}')).msg).toBe("error parsing configuration list: no plugins in list");
+    expect(thrown(() => parseNetworkList('{"name":"n","plugins":[{"name":"x"}]}')).msg).toBe("failed to parse plugin config 0: missing 'type'");
     expect(thrown(() => parseNetworkList('{"name":"n","disableCheck":"yes","plugins":[{"type":"x"}]}')).code).toBe(7);
     expect(thrown(() => parseNetworkList('{"name":"n","loadOnlyInlinedPlugins":true}')).code).toBe(7);
-    expect(thrown(() => parseNetworkList('{"name":"n","plugins":[{"type":"x","capabilities":{"mac":1}}]}')).code).toBe(
-      7,
-    );
+    expect(thrown(() => parseNetworkList('{"name":"n","plugins":[{"type":"x","capabilities":{"mac":1}}]}')).code).toBe(7);
   });
 
   it("keeps a list without plugins empty: the caller decides", () => {
@@ -76,9 +68,7 @@ describe("parseSingleConf", () => {
     const conf = '{"type":"macvlan","name":"net-b","cniVersion":"0.4.0","master":"a<b"}';
     const list = parseSingleConf(conf);
     expect(list).toMatchObject({ name: "net-b", cniVersion: "0.4.0", plugins: [{ type: "macvlan", name: "net-b" }] });
-    expect(list.bytes).toBe(
-      '{"cniVersion":"0.4.0","name":"net-b","plugins":[{"cniVersion":"0.4.0","master":"a\\u003cb","name":"net-b","type":"macvlan"}]}',
-    );
+    expect(list.bytes).toBe('{"cniVersion":"0.4.0","name":"net-b","plugins":[{"cniVersion":"0.4.0","master":"a\\u003cb","name":"net-b","type":"macvlan"}]}');
   });
 
   it("parseNetwork tells a conflist from a conf by `plugins`", () => {
@@ -141,8 +131,6 @@ describe("plugin stdin", () => {
 
 describe("marshalLikeGo", () => {
   it("sorts keys at every level and escapes as Go does", () => {
-    expect(marshalLikeGo({ b: [{ z: 1, a: "<&>" }], a: null, "\u2028": true })).toBe(
-      '{"a":null,"b":[{"a":"\\u003c\\u0026\\u003e","z":1}],"\\u2028":true}',
-    );
+    expect(marshalLikeGo({ b: [{ z: 1, a: "<&>" }], a: null, "\u2028": true })).toBe('{"a":null,"b":[{"a":"\\u003c\\u0026\\u003e","z":1}],"\\u2028":true}');
   });
 });

@@ -71,10 +71,7 @@ export function parseNetworkList(text: string): NetworkList {
   if (plugins.length === 0) throw fields.error("no plugins in list");
   list.plugins = plugins.map((plugin, index) => {
     if (!isJsonObject(plugin)) {
-      throw new CniError(
-        ErrorCode.InvalidConfig,
-        `failed to parse plugin config ${index}: expected an object, got ${describeValue(plugin)}`,
-      );
+      throw new CniError(ErrorCode.InvalidConfig, `failed to parse plugin config ${index}: expected an object, got ${describeValue(plugin)}`);
     }
     return readPlugin(plugin, `failed to parse plugin config ${index}: `);
   });

@@ -117,10 +117,7 @@ export function writeCacheEntry(cacheDir: string, entry: CacheEntry): void {
     renameSync(temporary, file);
   } catch (err) {
     rmSync(temporary, { force: true });
-    throw new CniError(
-      ErrorCode.IOFailure,
-      `failed to set network ${JSON.stringify(entry.networkName)} cached result: ${messageOf(err)}`,
-    );
+    throw new CniError(ErrorCode.IOFailure, `failed to set network ${JSON.stringify(entry.networkName)} cached result: ${messageOf(err)}`);
   }
 }
 
@@ -134,12 +131,7 @@ function readCacheText(file: string): string | undefined {
 }
 
 /** The attachment's entry; undefined when there is no file or it is not a cniCacheV1 object. */
-export function readCacheEntry(
-  cacheDir: string,
-  networkName: string,
-  containerId: string,
-  ifName: string,
-): CacheEntry | undefined {
+export function readCacheEntry(cacheDir: string, networkName: string, containerId: string, ifName: string): CacheEntry | undefined {
   const text = readCacheText(cacheFilePath(cacheDir, networkName, containerId, ifName));
   return text === undefined ? undefined : decodeCacheEntry(text);
 }
@@ -149,13 +141,7 @@ export function readCacheEntry(
  * file. A file that is not cniCacheV1 is read as a bare result. A result that does not parse
  * throws (code 6): DEL then drops the file and goes on, CHECK fails.
  */
-export function readCachedResult(
-  cacheDir: string,
-  networkName: string,
-  containerId: string,
-  ifName: string,
-  cniVersion: string,
-): Result | undefined {
+export function readCachedResult(cacheDir: string, networkName: string, containerId: string, ifName: string, cniVersion: string): Result | undefined {
   const text = readCacheText(cacheFilePath(cacheDir, networkName, containerId, ifName));
   if (text === undefined) return undefined;
   const entry = decodeCacheEntry(text);

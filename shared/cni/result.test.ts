@@ -18,12 +18,9 @@ describe("ipFamily / cidrFamily", () => {
     expect(ipFamily(bad)).toBeUndefined();
   });
 
-  it.each(["10.1.2.3", "10.1.2.3/33", "fd00::/129", "10.1.2.3/", "10.1.2.3/024", "10.1.2.3/a", "/24"])(
-    "refuses CIDR %j",
-    (bad) => {
-      expect(cidrFamily(bad)).toBeUndefined();
-    },
-  );
+  it.each(["10.1.2.3", "10.1.2.3/33", "fd00::/129", "10.1.2.3/", "10.1.2.3/024", "10.1.2.3/a", "/24"])("refuses CIDR %j", (bad) => {
+    expect(cidrFamily(bad)).toBeUndefined();
+  });
 });
 
 /** What upstream's `static` IPAM printed for this config (captured from plugins v1.9.1). */
@@ -103,10 +100,7 @@ const FULL_RESULT: Result = {
     { interface: 0, address: "10.1.2.3/24", gateway: "10.1.2.1" },
     { interface: 0, address: "fd00::3/64" },
   ],
-  routes: [
-    { dst: "10.9.0.0/16", gw: "10.1.2.254", mtu: 1400, advmss: 1360, priority: 10, table: 100, scope: 0 },
-    { dst: "::/0" },
-  ],
+  routes: [{ dst: "10.9.0.0/16", gw: "10.1.2.254", mtu: 1400, advmss: 1360, priority: 10, table: 100, scope: 0 }, { dst: "::/0" }],
   dns: { nameservers: ["10.0.0.10"], domain: "cluster.local", search: ["svc.cluster.local"], options: ["ndots:5"] },
 };
 
@@ -132,10 +126,7 @@ describe("resultToVersion", () => {
         { address: "10.1.2.3/24", gateway: "10.1.2.1", interface: 0 },
         { address: "fd00::3/64", interface: 0 },
       ],
-      routes: [
-        { advmss: 1360, dst: "10.9.0.0/16", gw: "10.1.2.254", mtu: 1400, priority: 10, scope: 0, table: 100 },
-        { dst: "::/0" },
-      ],
+      routes: [{ advmss: 1360, dst: "10.9.0.0/16", gw: "10.1.2.254", mtu: 1400, priority: 10, scope: 0, table: 100 }, { dst: "::/0" }],
     });
     // Key order is part of the contract (upstream sorts 1.x keys).
     expect(Object.keys(out)).toEqual(["cniVersion", "dns", "interfaces", "ips", "routes"]);
@@ -147,19 +138,13 @@ describe("resultToVersion", () => {
     for (const version of ["0.3.0", "0.3.1", "0.4.0"]) {
       const out = resultToVersion(FULL_RESULT, version);
       expect(out.cniVersion).toBe(version);
-      expect(out.interfaces).toEqual([
-        { name: "eth0", mac: "aa:bb:cc:dd:ee:ff", sandbox: "/var/run/netns/pod" },
-        { name: "macvlan-host" },
-      ]);
+      expect(out.interfaces).toEqual([{ name: "eth0", mac: "aa:bb:cc:dd:ee:ff", sandbox: "/var/run/netns/pod" }, { name: "macvlan-host" }]);
       expect(out.ips).toEqual([
         { version: "4", interface: 0, address: "10.1.2.3/24", gateway: "10.1.2.1" },
         { version: "6", interface: 0, address: "fd00::3/64" },
       ]);
       // Routes share one type upstream, so the extras survive in 0.x too.
-      expect(out.routes).toEqual([
-        { dst: "10.9.0.0/16", gw: "10.1.2.254", mtu: 1400, advmss: 1360, priority: 10, table: 100, scope: 0 },
-        { dst: "::/0" },
-      ]);
+      expect(out.routes).toEqual([{ dst: "10.9.0.0/16", gw: "10.1.2.254", mtu: 1400, advmss: 1360, priority: 10, table: 100, scope: 0 }, { dst: "::/0" }]);
       expect(Object.keys(out)).toEqual(["cniVersion", "interfaces", "ips", "routes", "dns"]);
     }
   });
@@ -227,10 +212,7 @@ describe("parseResult", () => {
   });
 
   it("ignores unknown keys and treats null as absent", () => {
-    const result = parseResult(
-      { cniVersion: "1.0.0", ips: [{ address: "10.0.0.2/8", gateway: null, extra: 1 }], routes: null, future: {} },
-      "prevResult",
-    );
+    const result = parseResult({ cniVersion: "1.0.0", ips: [{ address: "10.0.0.2/8", gateway: null, extra: 1 }], routes: null, future: {} }, "prevResult");
     expect(result).toEqual({ cniVersion: "1.0.0", ips: [{ address: "10.0.0.2/8" }] });
   });
 
@@ -246,27 +228,18 @@ describe("parseResult", () => {
   });
 
   it.each([
-    [[], 'IPAM result: expected a JSON object, got []'],
+    [[], "IPAM result: expected a JSON object, got []"],
     [{ cniVersion: 1 }, 'IPAM result: invalid "cniVersion": expected a string, got 1'],
     [{ cniVersion: "1.0.0", ips: {} }, 'IPAM result: invalid "ips": expected an array, got {}'],
     [{ cniVersion: "1.0.0", ips: ["10.0.0.1/8"] }, 'IPAM result: invalid "ips[0]": expected an object, got "10.0.0.1/8"'],
     [{ cniVersion: "1.0.0", ips: [{}] }, 'IPAM result: invalid "ips[0].address": expected a non-empty string, got nothing'],
-    [
-      { cniVersion: "1.0.0", ips: [{ address: "10.0.0.1" }] },
-      'IPAM result: invalid "ips[0].address": expected a CIDR such as 10.1.2.3/24, got "10.0.0.1"',
-    ],
+    [{ cniVersion: "1.0.0", ips: [{ address: "10.0.0.1" }] }, 'IPAM result: invalid "ips[0].address": expected a CIDR such as 10.1.2.3/24, got "10.0.0.1"'],
     [
       { cniVersion: "1.0.0", ips: [{ address: "10.0.0.1/8", gateway: "10.0.0.0/8" }] },
       'IPAM result: invalid "ips[0].gateway": expected an IP address, got "10.0.0.0/8"',
     ],
-    [
-      { cniVersion: "1.0.0", ips: [{ address: "10.0.0.1/8", interface: -1 }] },
-      'IPAM result: invalid "ips[0].interface": expected an integer >= 0, got -1',
-    ],
-    [
-      { cniVersion: "1.0.0", ips: [{ address: "10.0.0.1/8", interface: 1.5 }] },
-      'IPAM result: invalid "ips[0].interface": expected an integer >= 0, got 1.5',
-    ],
+    [{ cniVersion: "1.0.0", ips: [{ address: "10.0.0.1/8", interface: -1 }] }, 'IPAM result: invalid "ips[0].interface": expected an integer >= 0, got -1'],
+    [{ cniVersion: "1.0.0", ips: [{ address: "10.0.0.1/8", interface: 1.5 }] }, 'IPAM result: invalid "ips[0].interface": expected an integer >= 0, got 1.5'],
     [
       { cniVersion: "0.4.0", ips: [{ version: "6", address: "10.0.0.1/8" }] },
       'IPAM result: invalid "ips[0].version": expected "4" to match the address, got "6"',
@@ -282,8 +255,6 @@ describe("parseResult", () => {
   });
 
   it("does not check ips[].version in 1.x results, where the key does not exist", () => {
-    expect(parseResult({ cniVersion: "1.0.0", ips: [{ version: "6", address: "10.0.0.1/8" }] }, "x").ips).toEqual([
-      { address: "10.0.0.1/8" },
-    ]);
+    expect(parseResult({ cniVersion: "1.0.0", ips: [{ version: "6", address: "10.0.0.1/8" }] }, "x").ips).toEqual([{ address: "10.0.0.1/8" }]);
   });
 });

@@ -50,7 +50,11 @@ const list = (value: string[] | undefined): string[] | undefined => (value?.leng
 
 function interfaceJson(iface: Interface, legacy: boolean): JsonObject {
   if (legacy) {
-    return ordered([["name", iface.name], ["mac", text(iface.mac)], ["sandbox", text(iface.sandbox)]]);
+    return ordered([
+      ["name", iface.name],
+      ["mac", text(iface.mac)],
+      ["sandbox", text(iface.sandbox)],
+    ]);
   }
   return ordered([
     ["mac", text(iface.mac)],
@@ -75,7 +79,11 @@ function ipJson(ip: IPConfig, legacy: boolean): JsonObject {
       ["gateway", text(ip.gateway)],
     ]);
   }
-  return ordered([["address", ip.address], ["gateway", text(ip.gateway)], ["interface", ip.interface]]);
+  return ordered([
+    ["address", ip.address],
+    ["gateway", text(ip.gateway)],
+    ["interface", ip.interface],
+  ]);
 }
 
 /** `table` and `scope` are kept even when 0: 0 is meaningful for both (upstream uses pointers). */
@@ -167,10 +175,7 @@ export function parseResult(value: unknown, where: string, fallbackVersion = "")
   const top = new FieldReader(value, ErrorCode.DecodingFailure, "", `${where}: `);
   const cniVersion = top.string("cniVersion") ?? fallbackVersion;
   if (!SUPPORTED_VERSIONS.includes(cniVersion)) {
-    throw top.error(
-      `unsupported cniVersion ${JSON.stringify(cniVersion)}`,
-      `supported versions are ${quoteList(SUPPORTED_VERSIONS)}`,
-    );
+    throw top.error(`unsupported cniVersion ${JSON.stringify(cniVersion)}`, `supported versions are ${quoteList(SUPPORTED_VERSIONS)}`);
   }
   const legacy = LEGACY_RESULT_VERSIONS.includes(cniVersion);
 

@@ -93,13 +93,7 @@ describe("runPlugin", () => {
     const out = await run(verbs, { CNI_COMMAND: "ADD", CNI_CONTAINERID: "c" }, config("1.0.0"));
     expect(out.code).toBe(1);
     expect(out.stdout).toBe(
-      [
-        "{",
-        '    "cniVersion": "1.1.0",',
-        '    "code": 4,',
-        '    "msg": "required env variables [CNI_NETNS,CNI_IFNAME,CNI_PATH] missing"',
-        "}",
-      ].join("\n"),
+      ["{", '    "cniVersion": "1.1.0",', '    "code": 4,', '    "msg": "required env variables [CNI_NETNS,CNI_IFNAME,CNI_PATH] missing"', "}"].join("\n"),
     );
     expect(out.stderr).toMatch(/ error fake: error 4: required env variables/);
     expect(out.stderr.trim().split("\n")).toHaveLength(1);
@@ -214,7 +208,10 @@ describe("runPlugin", () => {
 
   it("hands GC the valid attachments", async () => {
     const { verbs, calls } = recorder();
-    const valid = [{ containerID: "c1", ifname: "net1" }, { containerID: "c2", ifname: "eth0" }];
+    const valid = [
+      { containerID: "c1", ifname: "net1" },
+      { containerID: "c2", ifname: "eth0" },
+    ];
     const stdin = config("1.1.0", { "cni.dev/valid-attachments": valid, "cni.dev/attachments": valid });
     const out = await run(verbs, { CNI_COMMAND: "GC", CNI_PATH: "/bin" }, stdin);
     expect(out).toEqual({ code: 0, stdout: "", stderr: "" });

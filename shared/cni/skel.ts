@@ -51,8 +51,7 @@ export async function runPlugin(verbs: PluginVerbs, io: PluginIO = processIO()):
     const environment = readEnvironment(io.env);
     if (environment === null) {
       io.writeStderr(
-        `CNI ${verbs.name} plugin ${verbs.version ?? "version unknown"}\n` +
-          `CNI protocol versions supported: ${SUPPORTED_VERSIONS.join(", ")}\n`,
+        `CNI ${verbs.name} plugin ${verbs.version ?? "version unknown"}\n` + `CNI protocol versions supported: ${SUPPORTED_VERSIONS.join(", ")}\n`,
       );
       return 0;
     }

@@ -91,9 +91,7 @@ describe("checkConfigVersion", () => {
 
 describe("versionOutput", () => {
   it("lists what we support", () => {
-    expect(JSON.stringify(versionOutput())).toBe(
-      '{"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}',
-    );
+    expect(JSON.stringify(versionOutput())).toBe('{"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}');
     expect(LATEST).toBe("1.1.0");
   });
 });

@@ -23,10 +23,7 @@ function parseVersion(version: string): [number, number, number] {
   const text = version === "" ? IMPLIED_VERSION : version;
   const parts = text.split(".");
   if (parts.length > 3 || !parts.every((part) => /^\d{1,9}$/.test(part))) {
-    throw new CniError(
-      ErrorCode.DecodingFailure,
-      `invalid version ${JSON.stringify(version)}: expected up to three dot-separated numbers`,
-    );
+    throw new CniError(ErrorCode.DecodingFailure, `invalid version ${JSON.stringify(version)}: expected up to three dot-separated numbers`);
   }
   const [major = 0, minor = 0, patch = 0] = parts.map(Number);
   return [major, minor, patch];

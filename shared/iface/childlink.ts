@@ -167,9 +167,7 @@ export function childLinkPlugin<C extends ChildLinkConfig>(kind: ChildLinkKind<C
         // route or from a chain at ADD time may legitimately be another link now.
         const masterName = config.master;
         if (masterName) {
-          const master = config.linkInContainer
-            ? linkByName(podNl, masterName)
-            : withNetlink((hostNl) => linkByName(hostNl, masterName));
+          const master = config.linkInContainer ? linkByName(podNl, masterName) : withNetlink((hostNl) => linkByName(hostNl, masterName));
           if (!master) throw new CniError(ErrorCode.Internal, `master "${masterName}" not found`);
           if (link.parentIndex !== master.index) {
             throw new CniError(ErrorCode.Internal, `interface "${args.ifName}" is not a ${kind.name} of master "${master.name}"`);

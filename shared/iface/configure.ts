@@ -4,18 +4,7 @@
  */
 import { CniError, ErrorCode } from "../cni/errors.ts";
 import type { Result } from "../cni/types.ts";
-import {
-  type Family,
-  type IP,
-  type Prefix,
-  defaultPrefix,
-  formatIp,
-  formatPrefix,
-  networkOf,
-  parseIp,
-  parsePrefix,
-  sameIp,
-} from "../ip.ts";
+import { type Family, type IP, type Prefix, defaultPrefix, formatIp, formatPrefix, networkOf, parseIp, parsePrefix, sameIp } from "../ip.ts";
 import { addrAdd, addrList } from "../netlink/addr.ts";
 import { type Link, linkByIndex, linkByName, linkSet } from "../netlink/link.ts";
 import { RT_TABLE_LOCAL, RT_TABLE_MAIN, routeAdd, routeList } from "../netlink/route.ts";
@@ -115,8 +104,9 @@ export function checkInterface(nl: Netlink, link: Link, ifName: string, result: 
 /** The link of the first default route in the main table, IPv4 before IPv6, as upstream. */
 export function defaultRouteLink(nl: Netlink): Link {
   for (const family of [4, 6] as const) {
-    const route = routeList(nl, { family, table: RT_TABLE_MAIN })
-      .find((r) => r.dst.length === 0 && r.linkIndex !== undefined && samePrefix(r.dst, defaultPrefix(family)));
+    const route = routeList(nl, { family, table: RT_TABLE_MAIN }).find(
+      (r) => r.dst.length === 0 && r.linkIndex !== undefined && samePrefix(r.dst, defaultPrefix(family)),
+    );
     const link = route?.linkIndex !== undefined ? linkByIndex(nl, route.linkIndex) : undefined;
     if (link) return link;
   }

@@ -29,9 +29,7 @@ export class KubeApiError extends Error {
   }
 }
 
-export type JsonPatchOperation =
-  | { op: "add" | "replace" | "test"; path: string; value: unknown }
-  | { op: "remove"; path: string };
+export type JsonPatchOperation = { op: "add" | "replace" | "test"; path: string; value: unknown } | { op: "remove"; path: string };
 
 /** The metadata every object we read carries. */
 export interface ObjectMeta {

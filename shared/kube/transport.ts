@@ -104,11 +104,14 @@ export class Http1Transport {
     }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const error = new TransportError("timed out", true);
-        this.drop(error);
-        reject(error);
-      }, Math.max(0, deadline - Date.now()));
+      timer = setTimeout(
+        () => {
+          const error = new TransportError("timed out", true);
+          this.drop(error);
+          reject(error);
+        },
+        Math.max(0, deadline - Date.now()),
+      );
     });
     try {
       const socket = await Promise.race([this.connected(), timedOut]);

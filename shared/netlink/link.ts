@@ -150,7 +150,10 @@ function kindData(spec: LinkSpec): { data?: Buffer } {
     case "veth": {
       const peer: ifla.LinkAttrs = { ifname: spec.peerName };
       if (spec.peerNetnsFd !== undefined) peer.netNsFd = spec.peerNetnsFd;
-      data.push(VETH_INFO_PEER, encode((out) => rt.formatLinkMessage({ kind: "link", data: {}, attrs: peer }, out)));
+      data.push(
+        VETH_INFO_PEER,
+        encode((out) => rt.formatLinkMessage({ kind: "link", data: {}, attrs: peer }, out)),
+      );
       break;
     }
     case "dummy":

@@ -106,12 +106,7 @@ export class Netlink {
     }
   }
 
-  private exchange(
-    type: number,
-    flags: number,
-    payload: Uint8Array[],
-    answer: "ack" | "one" | "dump",
-  ): { messages: Uint8Array[]; interrupted: boolean } {
+  private exchange(type: number, flags: number, payload: Uint8Array[], answer: "ack" | "one" | "dump"): { messages: Uint8Array[]; interrupted: boolean } {
     if (this.closed) throw new Error("netlink socket used after close");
     this.seq = (this.seq + 1) & 0x7fffffff;
     const seq = this.seq;

@@ -32,9 +32,7 @@ export interface BatchRequester {
 }
 
 /** What a served ADD gets for its range: the address (decimal), its allocation key, whether the entry is new; or a CNI error. */
-export type BatchOutcome =
-  | { address: string; key: string; created: boolean }
-  | { error: { code: number; msg: string; details?: string } };
+export type BatchOutcome = { address: string; key: string; created: boolean } | { error: { code: number; msg: string; details?: string } };
 
 /**
  * Leads a batch: one outcome per requester it served, in order, the leader first; requesters
@@ -167,7 +165,9 @@ function isOutcome(value: unknown): value is BatchOutcome {
   if (!isJsonObject(value)) return false;
   if (value.error === undefined) return hasStrings(value, ["address", "key"]) && typeof value.created === "boolean";
   const { error } = value;
-  return isJsonObject(error) && Number.isInteger(error.code) && typeof error.msg === "string" && (error.details === undefined || typeof error.details === "string");
+  return (
+    isJsonObject(error) && Number.isInteger(error.code) && typeof error.msg === "string" && (error.details === undefined || typeof error.details === "string")
+  );
 }
 
 function processAlive(pid: number): boolean {

@@ -18,7 +18,11 @@ function journalWith(busy?: Set<string>): ReleaseJournal {
 }
 
 const origin = (containerId: string) => ({ config: '{"name":"net"}', cniArgs: "K8S_POD_NAME=p", containerId, ifName: "net1" });
-const reservation = (address: number): UnreleasedReservation => ({ range: "10.0.0.0/24", address: String(address), holder: { podref: "default/p", ifname: "net1" } });
+const reservation = (address: number): UnreleasedReservation => ({
+  range: "10.0.0.0/24",
+  address: String(address),
+  holder: { podref: "default/p", ifname: "net1" },
+});
 
 /** Every entry nobody holds, as take() hands them out; each left in place. */
 function entries(journal: ReleaseJournal): JournalEntry[] {
@@ -94,7 +98,10 @@ describe("the node's journal", () => {
     const journal = journalWith();
     const path = journal.record("net", origin("a"));
     expect(JSON.parse(readFileSync(path, "utf8"))).toMatchObject({ ...origin("a"), recordedAt: expect.any(String) });
-    writeFileSync(join(journal.dir, "net:b:net1:1.release.json"), JSON.stringify({ ...origin("b"), recordedAt: "2026-11-01T00:00:00Z", reservation: reservation(7) }));
+    writeFileSync(
+      join(journal.dir, "net:b:net1:1.release.json"),
+      JSON.stringify({ ...origin("b"), recordedAt: "2026-11-01T00:00:00Z", reservation: reservation(7) }),
+    );
     writeFileSync(join(journal.dir, "net:c:net1.release.json"), "{not json");
     const found = entries(journal);
     expect(found.map((e) => [e.kind, e.origin.containerId])).toEqual([

@@ -20,7 +20,11 @@ const net = (containerId: string, network = "net"): Attached => ({ network, cont
 
 async function collected(ledger: AttachmentLedger, network: string, valid: string[]): Promise<string[]> {
   const released: string[] = [];
-  await ledger.collect(network, (a) => !valid.includes(a.containerId), async (a) => void released.push(a.containerId));
+  await ledger.collect(
+    network,
+    (a) => !valid.includes(a.containerId),
+    async (a) => void released.push(a.containerId),
+  );
   return released.sort();
 }
 
@@ -56,7 +60,13 @@ describe("the node's ledger of attachments, for GC", () => {
   test("a release that fails keeps the entry for the next GC", async () => {
     const ledger = ledgerWith();
     ledger.record(net("a"))();
-    await expect(ledger.collect("net", () => true, async () => Promise.reject(new Error("API away")))).rejects.toThrow("API away");
+    await expect(
+      ledger.collect(
+        "net",
+        () => true,
+        async () => Promise.reject(new Error("API away")),
+      ),
+    ).rejects.toThrow("API away");
     expect(readdirSync(ledger.dir)).toEqual(["net:a:net1.attachment.json"]);
   });
 });

@@ -50,7 +50,14 @@ describe("pools", () => {
   test("an update writes the IPPool's spec under its name, 0600 in 0700 directories, atomically", async () => {
     const value = await store().updatePool(POOL, async (current) => {
       expect(current.allocations.size).toBe(0);
-      return { allocations: new Map([["1", { id: "c1", podref: "default/web-0", ifname: "net1" }], ["10", { id: "c2", podref: "default/web-1" }], ["2", { id: "c3", podref: "default/web-2", ifname: "net1" }]]), value: 42 };
+      return {
+        allocations: new Map([
+          ["1", { id: "c1", podref: "default/web-0", ifname: "net1" }],
+          ["10", { id: "c2", podref: "default/web-1" }],
+          ["2", { id: "c3", podref: "default/web-2", ifname: "net1" }],
+        ]),
+        value: 42,
+      };
     });
     expect(value).toBe(42);
     const path = join(dir, "default/ippools/10.0.0.0-24.json");
@@ -96,7 +103,9 @@ describe("pools", () => {
     const path = join(dir, "default/ippools/10.0.0.0-24.json");
     for (const content of ["{", '{"range": "10.0.0.0/24"}', '{"range":"10.0.0.0/24","allocations":{"1":{"id":"c"}}}']) {
       writeFileSync(path, content);
-      const error = await store().readPool(POOL).catch((err: unknown) => err);
+      const error = await store()
+        .readPool(POOL)
+        .catch((err: unknown) => err);
       expect(error).toBeInstanceOf(CniError);
       expect((error as CniError).code).toBe(5);
       expect((error as CniError).message).toContain(path);

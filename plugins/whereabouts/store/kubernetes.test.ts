@@ -7,7 +7,11 @@ describe("the pool write: a JSON Patch guarding only the entries it touches", ()
   const pool = { metadata: { name: "p", resourceVersion: "5" }, spec: { range: "10.0.0.0/24", allocations: { "1": a, "2": b } } };
 
   test("an added entry is tested absent; no resourceVersion test, so other writers' entries do not conflict", () => {
-    const next = new Map([["1", a], ["2", b], ["3", { id: "ctr-c", podref: "default/c", ifname: "net1" }]]);
+    const next = new Map([
+      ["1", a],
+      ["2", b],
+      ["3", { id: "ctr-c", podref: "default/c", ifname: "net1" }],
+    ]);
     expect(poolPatch(pool, "10.0.0.0/24", next)).toEqual([
       { op: "test", path: "/spec/allocations/3", value: null },
       { op: "add", path: "/spec/allocations/3", value: { id: "ctr-c", podref: "default/c", ifname: "net1" } },

@@ -268,7 +268,10 @@ function entryOperations(object: IPPoolObject, range: string, next: ReadonlyMap<
   const stored = object.spec?.allocations;
   if (!object.spec) {
     const spec = { range, allocations: encodeAllocations(next) };
-    return [{ op: "test", path: "/spec", value: null }, { op: "add", path: "/spec", value: spec }];
+    return [
+      { op: "test", path: "/spec", value: null },
+      { op: "add", path: "/spec", value: spec },
+    ];
   }
   if (!stored) {
     return [
