@@ -128,9 +128,15 @@ async function replayJournal(session: Session, log: Logger, until: number): Prom
       // A release that fails again is logged again, not lost with this entry.
       const reservations = session.journal.log(conf.name, origin);
       const ctx: Context = { store, config, log, reservations, ...(session.batch ? { batch: session.batch } : {}) };
+      let outOfTime = false;
       try {
         if (entry.kind === "reservations") {
           for (const reservation of entry.reservations) {
+            // A killed leader's log holds a whole batch: the rest waits for a later call (releasing twice is harmless).
+            if (Date.now() > until) {
+              outOfTime = true;
+              break;
+            }
             const released = await releaseOrphan(ctx, reservation);
             log.info(`replayed the release of the reservation of ${reservation.address} in ${reservation.range}: ${released ? "released" : "kept, in use"}`);
           }
@@ -140,6 +146,10 @@ async function replayJournal(session: Session, log: Logger, until: number): Prom
         }
       } finally {
         reservations.close();
+      }
+      if (outOfTime) {
+        held.leave();
+        return;
       }
       held.done();
     } catch (err) {

@@ -417,6 +417,49 @@ describe("reservations that could not be released", () => {
     expect(tracker.unsettled()).toEqual([]);
   });
 
+  test("a reservation claimed by a run of the update that lost a race stays tracked when the rerun finds it held", async () => {
+    const store = new MemoryStore(1);
+    const tracker = new Tracker();
+    const update = store.updatePool.bind(store);
+    let trackedAtWrite: UnreleasedReservation[] = [];
+    store.updatePool = async (pool, change) =>
+      update(pool, async (current) => {
+        const out = await change(current);
+        trackedAtWrite = tracker.unsettled();
+        return out;
+      });
+    expect((await allocate({ ...contextOf(store, A), reservations: tracker }, pod(1))).ips?.map((i) => i.address)).toEqual(["10.0.0.1/24"]);
+    expect(trackedAtWrite.map((r) => r.address)).toEqual([String(ip("10.0.0.1"))]);
+    expect(tracker.unsettled()).toEqual([]);
+  });
+
+  test("undoing an earlier range's entry tracks its reservation again before the entry goes", async () => {
+    const store = new MemoryStore();
+    const full = { range: "10.9.0.0/30" }; // .1 and .2
+    await addresses(store, full, pod(8));
+    await addresses(store, full, pod(9));
+    const tracker = new Tracker();
+    const update = store.updatePool.bind(store);
+    const trackedAtUndo: string[][] = [];
+    store.updatePool = async (pool, change) =>
+      update(pool, async (current) => {
+        const out = await change(current);
+        if (pool.name === "10.0.0.0-24" && out.allocations && !out.allocations.has("1")) trackedAtUndo.push(tracker.unsettled().map((r) => r.address));
+        return out;
+      });
+    const dual = { range: "10.0.0.0/24", ipRanges: [{ range: "10.9.0.0/30" }] };
+    expect(await failure(allocate({ ...contextOf(store, dual), reservations: tracker }, pod(1)))).toMatchObject({ code: 102 });
+    expect(trackedAtUndo).toEqual([[String(ip("10.0.0.1"))]]);
+    expect(tracker.unsettled()).toEqual([]);
+    expect(store.reservations.has("10.0.0.1")).toBe(false);
+  });
+
+  test("releaseOrphan of a range the configuration no longer names fails, so the journal keeps it", async () => {
+    const store = new MemoryStore();
+    const orphan = { range: "10.77.0.0/24", address: String(ip("10.77.0.1")), holder: { podref: "default/pod-1", ifname: "net1" } };
+    expect(await failure(releaseOrphan(contextOf(store, A), orphan))).toMatchObject({ code: 7 });
+  });
+
   test("a DEL tracks the reservations before its pool write, so a kill after the write leaves them to a replay", async () => {
     const store = new MemoryStore();
     await addresses(store, A, pod(1));

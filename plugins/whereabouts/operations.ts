@@ -251,7 +251,9 @@ async function serveRange(ctx: Context, range: IpRange, pool: PoolId, requesters
           ctx.reservations?.track(tracked);
           const outcome = await store.claimReservation(name, holder);
           if (outcome === "claimed") claims[n]!.set(name, address);
-          else ctx.reservations?.settle(tracked);
+          // Not ours to release: another pod's, or the pod's own from before this ADD. (Held
+          // because an earlier run of this update claimed it: still ours, still tracked.)
+          else if (!claims[n]!.has(name)) ctx.reservations?.settle(tracked);
           if (typeof outcome === "string") break;
           reserved.set(address, outcome.takenBy);
           if (spread !== undefined) spread = Math.min(2 * spread, MAX_SPREAD);
@@ -356,6 +358,9 @@ function reportUnreadable(ctx: Context, pool: PoolId, leases: readonly Lease[]):
 async function rollBack(ctx: Context, created: readonly Taken[], who: Requester): Promise<void> {
   const holder = reservationHolder(who);
   for (const t of created) {
+    // Tracked before the entry goes (a kill between the write and the release leaves it to a
+    // replay): an earlier range's reservation was settled when its entry was written.
+    ctx.reservations?.track(unreleased(t.range, t.address, holder));
     try {
       const unused = await ctx.store.updatePool(t.pool, async (current) => {
         const entry = current.allocations.get(t.key);
@@ -416,17 +421,23 @@ async function releaseWhere(ctx: Context, choose: (leases: readonly Lease[]) => 
         for (const lease of chosen) next.delete(lease.key);
         return { allocations: next, value: chosen };
       });
-    const removed = ctx.batch && of ? await ctx.batch.alone(pool.name, of, update) : await update();
-    for (const lease of removed) {
-      const { podref, ifname } = lease.allocation;
-      const text = lease.address === undefined ? `key ${lease.key}` : addressInRange(range, lease.address);
-      ctx.log.info(`released ${text} of ${podref} ${ifname ?? ""} (container ${lease.allocation.id}) in ${pool.name}`);
-      released.push(text);
-      // Released whatever enable_overlapping_ranges says now: it may have been on when the address was taken.
-      if (lease.address !== undefined) await releaseQuietly(ctx, range, lease.address, holderOf(lease.allocation));
-    }
-    // Chosen by a run of the update whose write did not land, or kept after all.
-    for (const reservation of tracked) if (!removed.some((lease) => lease.address === BigInt(reservation.address))) ctx.reservations?.settle(reservation);
+    const releaseRange = async () => {
+      const removed = await update();
+      for (const lease of removed) {
+        const { podref, ifname } = lease.allocation;
+        const text = lease.address === undefined ? `key ${lease.key}` : addressInRange(range, lease.address);
+        ctx.log.info(`released ${text} of ${podref} ${ifname ?? ""} (container ${lease.allocation.id}) in ${pool.name}`);
+        released.push(text);
+        // Released whatever enable_overlapping_ranges says now: it may have been on when the address was taken.
+        if (lease.address !== undefined) await releaseQuietly(ctx, range, lease.address, holderOf(lease.allocation));
+      }
+      // Chosen by a run of the update whose write did not land, or kept after all.
+      for (const reservation of tracked) if (!removed.some((lease) => lease.address === BigInt(reservation.address))) ctx.reservations?.settle(reservation);
+    };
+    // The reservations go between batches too: an ADD of the same pod served between the pool
+    // write and their release would find them its own ("held") and lose them.
+    if (ctx.batch && of) await ctx.batch.alone(pool.name, of, releaseRange);
+    else await releaseRange();
   }
   return released;
 }
@@ -455,7 +466,10 @@ async function releaseQuietly(ctx: Context, range: IpRange, address: bigint, hol
  */
 export async function releaseOrphan(ctx: Context, orphan: UnreleasedReservation): Promise<boolean> {
   const range = ctx.config.ranges.find((r) => r.cidr === orphan.range);
-  if (!range) return false;
+  // The configuration it was recorded with no longer names the range (its flat file changed):
+  // an error, so that the entry stays for a human rather than the reservation be forgotten.
+  if (!range)
+    throw new CniError(ErrorCode.InvalidConfig, `range ${orphan.range} of the reservation of ${orphan.address} is no longer in the network's configuration`);
   const address = BigInt(orphan.address);
   return ctx.store.updatePool(poolOf(range, ctx.config), async (current) => {
     const { leases } = readLeases(range, current);

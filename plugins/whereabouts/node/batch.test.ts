@@ -192,8 +192,22 @@ describe("a node's ADDs of one pool, served together", () => {
       return "released";
     };
     expect(await batch.alone("pool", pod(2), work)).toBe("released");
-    expect(seen).toEqual(["ctr-3:net1.request"]);
+    expect(seen.sort()).toEqual(["ctr-2:net1.withdrawn", "ctr-3:net1.request"]);
     expect(locked).toEqual([join(dir, "pool.batch.lock"), join(dir, "pool.batch.lock")]);
     expect(turns).toBe(2);
+  });
+
+  test("an ADD that started before its sandbox was torn down allocates nothing; one that started after (the same container ID again) does", async () => {
+    const dir = lockDir();
+    const early = new FileNodeBatch(dir, testLocks(), { alive, startedAt: Date.now() - 60_000 });
+    await early.alone("pool", pod(1), async () => "released");
+    let led = 0;
+    const lead = async () => (led++, [given(1)]);
+    await expect(early.run("pool", "fp", pod(1), lead)).rejects.toThrow("container ctr-1 net1 was torn down (DEL) while its ADD waited; nothing allocated");
+    expect(led).toBe(0);
+    expect(readdirSync(queue(dir))).toEqual(["ctr-1:net1.withdrawn"]);
+    const later = new FileNodeBatch(dir, testLocks(), { alive, startedAt: Date.now() + 1000 });
+    expect(await later.run("pool", "fp", pod(1), lead)).toEqual(given(1));
+    expect(led).toBe(1);
   });
 });

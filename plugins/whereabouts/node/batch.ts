@@ -15,7 +15,7 @@
  * leaves the others' requests queued: each then leads for itself. (`lead` may instead answer
  * them all with its failure, when they would all meet it.)
  */
-import { mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { CniError, ErrorCode } from "../../../shared/cni/errors.ts";
 import { isJsonObject } from "../../../shared/cni/json.ts";
@@ -55,6 +55,11 @@ interface QueuedRequest {
   who: BatchRequester;
 }
 
+/** A torn-down sandbox's tombstone (alone()). */
+const WITHDRAWN = ".withdrawn";
+/** How long a tombstone stays: longer than any ADD of its sandbox can live (a runtime gives a sandbox minutes). */
+const TOMBSTONE_MS = 60 * 60 * 1000;
+
 /** The most ADDs one pool write serves: bounds the leader's work and its pool write's size. */
 const MAX_BATCH = 32;
 
@@ -63,7 +68,7 @@ export class FileNodeBatch implements NodeBatch {
   constructor(
     private readonly dir: string,
     private readonly locks: Locks,
-    private readonly options: { onTurn?: () => void; alive?: (pid: number) => boolean } = {},
+    private readonly options: { onTurn?: () => void; alive?: (pid: number) => boolean; startedAt?: number } = {},
   ) {}
 
   async run(poolName: string, fingerprint: string, who: BatchRequester, lead: Lead): Promise<BatchOutcome> {
@@ -77,6 +82,11 @@ export class FileNodeBatch implements NodeBatch {
     writeFileAtomic(request, JSON.stringify({ pid: process.pid, fingerprint, who } satisfies QueuedRequest));
     const lock = this.locks.hold(join(this.dir, `${poolName}.batch.lock`));
     try {
+      if (withdrawnSince(join(queue, `${id}${WITHDRAWN}`), this.options.startedAt ?? performance.timeOrigin)) {
+        // The runtime killed the plugin that called us and tore the sandbox down (alone()); this
+        // process lived on, and an entry written now would belong to nobody.
+        throw new CniError(ErrorCode.Internal, `container ${who.containerId} ${who.ifName} was torn down (DEL) while its ADD waited; nothing allocated`);
+      }
       const served = readIfExists(answer);
       if (served !== undefined) {
         rmSync(answer, { force: true });
@@ -106,6 +116,11 @@ export class FileNodeBatch implements NodeBatch {
     const lock = this.locks.hold(join(this.dir, `${poolName}.batch.lock`));
     try {
       const id = requestId(sandbox);
+      // A tombstone first: an ADD of this sandbox that started before this DEL and still lives (a
+      // plugin's IPAM child outlives the plugin the runtime killed) must not allocate after it,
+      // whether queued now or later. A new ADD of the same container ID (cnitool's add after
+      // del) started after it and is not stopped.
+      writeFileAtomic(join(queue, `${id}${WITHDRAWN}`), "");
       rmSync(join(queue, `${id}.request`), { force: true });
       rmSync(join(queue, `${id}.answer`), { force: true });
       this.options.onTurn?.();
@@ -124,6 +139,10 @@ export class FileNodeBatch implements NodeBatch {
     const found: { id: string; who: BatchRequester }[] = [];
     const holders = new Set([`${own.podRef}\0${own.ifName}`]);
     for (const file of readdirSync(queue)) {
+      if (file.endsWith(WITHDRAWN)) {
+        removeIfOlder(join(queue, file), TOMBSTONE_MS);
+        continue;
+      }
       if (!file.endsWith(".request")) continue;
       const id = file.slice(0, -".request".length);
       if (id === ownId) continue;
@@ -168,6 +187,24 @@ function isOutcome(value: unknown): value is BatchOutcome {
   return (
     isJsonObject(error) && Number.isInteger(error.code) && typeof error.msg === "string" && (error.details === undefined || typeof error.details === "string")
   );
+}
+
+/** Whether a tombstone at `path` was laid after `startedAt` (epoch ms): the sandbox was torn down during this ADD. */
+function withdrawnSince(path: string, startedAt: number): boolean {
+  try {
+    return statSync(path).mtimeMs >= startedAt;
+  } catch (err) {
+    if (errnoOf(err) === "ENOENT") return false;
+    throw err;
+  }
+}
+
+function removeIfOlder(path: string, ms: number): void {
+  try {
+    if (Date.now() - statSync(path).mtimeMs > ms) rmSync(path, { force: true });
+  } catch (err) {
+    if (errnoOf(err) !== "ENOENT") throw err;
+  }
 }
 
 function processAlive(pid: number): boolean {

@@ -1,8 +1,8 @@
-import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, test } from "vitest";
-import { type JournalEntry, ReleaseJournal } from "./journal.ts";
+import { type JournalEntry, ReleaseJournal, ReservationLog } from "./journal.ts";
 import { testLocks } from "../test-util.ts";
 import type { UnreleasedReservation } from "../store/interface.ts";
 
@@ -110,5 +110,33 @@ describe("the node's journal", () => {
     ]);
     expect(found[1]).toMatchObject({ reservations: [reservation(7)] });
     expect(readdirSync(journal.dir)).toContain("net:c:net1.release.json");
+  });
+
+  test("a log never replaces one a dead process of the same pid left, and a stale temporary file is cleared", () => {
+    const journal = journalWith();
+    const first = journal.log("net", origin("a"));
+    first.track(reservation(1));
+    const [left] = readdirSync(journal.dir);
+    // The same name again: as if this pid and counter came back.
+    const again = new ReservationLog(journal.dir, left!.replace(".reservations", ""), origin("a"), testLocks());
+    again.track(reservation(2));
+    const found = entries(journal).map((e) => e.kind === "reservations" && e.reservations.map((r) => r.address));
+    expect(found.sort()).toEqual([["1"], ["2"]]);
+    const stale = join(journal.dir, "net:z:net1.1-1.reservations.tmp");
+    writeFileSync(stale, "half");
+    const old = new Date(Date.now() - 120_000);
+    utimesSync(stale, old, old);
+    entries(journal);
+    expect(readdirSync(journal.dir)).not.toContain("net:z:net1.1-1.reservations.tmp");
+  });
+
+  test("done removes only the entry it replayed, not one recorded again meanwhile", () => {
+    const journal = journalWith();
+    journal.record("net", origin("a"));
+    for (const held of journal.take()) {
+      journal.record("net", origin("a")); // A new DEL of the same attachment, journalled while we replayed.
+      held.done();
+    }
+    expect(entries(journal).map((e) => e.origin.containerId)).toEqual(["a"]);
   });
 });

@@ -17,7 +17,7 @@
  * Whoever replays an entry holds its flock meanwhile, so concurrent invocations never replay one
  * entry twice, and an entry that cannot be locked (in flight or being replayed) is passed over.
  */
-import { mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { fstatSync, ftruncateSync, linkSync, mkdirSync, readFileSync, readdirSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { isJsonObject } from "../../../shared/cni/json.ts";
 import { errnoOf } from "../../../shared/errors.ts";
@@ -92,10 +92,12 @@ export class ReleaseJournal {
   *take(): Generator<HeldEntry> {
     let names: string[];
     try {
-      names = readdirSync(this.dir).filter((name) => name.endsWith(RELEASE) || name.endsWith(RESERVATIONS));
+      names = readdirSync(this.dir);
     } catch {
       return;
     }
+    for (const name of names) if (name.endsWith(`${RESERVATIONS}.tmp`)) removeStaleTemporary(join(this.dir, name), this.locks);
+    names = names.filter((name) => name.endsWith(RELEASE) || name.endsWith(RESERVATIONS));
     for (const name of names) {
       const path = join(this.dir, name);
       let lock: Lock | undefined;
@@ -113,12 +115,20 @@ export class ReleaseJournal {
         open = false;
       };
       try {
-        const entry = readEntry(path, readFileSync(held.fd, "utf8"));
+        // Replayed and removed by another process between our open and our lock.
+        if (fstatSync(held.fd).nlink === 0) continue;
+        let entry: JournalEntry | undefined;
+        try {
+          entry = readEntry(path, readFileSync(held.fd, "utf8"));
+        } catch {
+          entry = undefined; // Unreadable: left for a human, like a damaged one.
+        }
         if (!entry) continue;
         yield {
           entry,
           done: () => {
-            unlinkQuietly(path);
+            // Only the file we replayed: a DEL may have recorded the attachment again meanwhile.
+            if (sameFile(path, held.fd)) unlinkQuietly(path);
             unlock();
           },
           leave: unlock,
@@ -132,8 +142,9 @@ export class ReleaseJournal {
 
 /**
  * One invocation's log of the reservations it may leave behind (see the file's opening comment).
- * Lines of JSON, appended: a line cut short by a kill is the reservation it was about to log,
- * which was not claimed yet.
+ * Lines of JSON, appended: a track line cut short by a kill is the reservation it was about to
+ * log, which was not claimed yet; a settle line cut short leaves the reservation tracked, and the
+ * replay's pool check keeps it where an entry backs it (or finds it released already).
  */
 export class ReservationLog {
   private lock: Lock | undefined;
@@ -141,7 +152,7 @@ export class ReservationLog {
 
   constructor(
     private readonly dir: string,
-    private readonly name: string,
+    private name: string,
     private readonly origin: Origin,
     private readonly locks: Locks,
   ) {}
@@ -181,20 +192,32 @@ export class ReservationLog {
   }
 
   /**
-   * Created under a temporary name, locked and given its header there, then renamed into place:
-   * a replay never finds it unlocked or without its origin while this process lives. Not
+   * Created under a temporary name, locked and given its header there, then linked into place
+   * (the lock goes with the file): a replay never finds it unlocked or without its origin while
+   * this process lives. Not
    * synced: it guards against this process dying, not the node (whose reboot ends every ADD
    * anyway, and whose pool entries outlive it).
    */
   private create(): Lock {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const path = join(this.dir, `${this.name}${RESERVATIONS}`);
-    const temporary = `${path}.tmp`;
+    const temporary = join(this.dir, `${this.name}${RESERVATIONS}.tmp`);
     const lock = this.locks.hold(temporary);
     try {
+      // A dead process of the same pid may have left this temporary file with its own header.
+      ftruncateSync(lock.fd, 0);
       const header = Buffer.from(`${JSON.stringify({ origin: this.origin, recordedAt: new Date().toISOString() } satisfies LogLine)}\n`);
       for (let off = 0; off < header.length; ) off += writeSync(lock.fd, header, off);
-      renameSync(temporary, path);
+      // A link, not a rename: it never replaces a log a dead process of the same pid left.
+      for (let suffix = ""; ; suffix += "+") {
+        try {
+          linkSync(temporary, join(this.dir, `${this.name}${suffix}${RESERVATIONS}`));
+          this.name += suffix;
+          break;
+        } catch (err) {
+          if (errnoOf(err) !== "EEXIST") throw err;
+        }
+      }
+      unlinkSync(temporary);
     } catch (err) {
       lock.release();
       throw err;
@@ -245,6 +268,35 @@ function isReservation(value: unknown): value is UnreleasedReservation {
 
 function isReleaseFile(value: unknown): value is ReleaseFile {
   return isOrigin(value) && hasStrings(value, ["recordedAt"]) && (value.reservation === undefined || isReservation(value.reservation));
+}
+
+/** Whether `path` is still the file open as `fd`. */
+function sameFile(path: string, fd: number): boolean {
+  try {
+    return statSync(path).ino === fstatSync(fd).ino;
+  } catch (err) {
+    if (errnoOf(err) === "ENOENT") return false;
+    throw err;
+  }
+}
+
+/** How long a log's temporary file may stand unlocked before it is taken for a dead process's. */
+const STALE_TEMPORARY_MS = 60_000;
+
+/** A temporary log whose creator died between creating and renaming it (nobody holds it, and it is old). */
+function removeStaleTemporary(path: string, locks: Locks): void {
+  try {
+    if (Date.now() - statSync(path).mtimeMs < STALE_TEMPORARY_MS) return;
+    const lock = locks.tryHold(path);
+    if (!lock) return;
+    try {
+      unlinkQuietly(path);
+    } finally {
+      lock.release();
+    }
+  } catch (err) {
+    if (errnoOf(err) !== "ENOENT") throw err;
+  }
 }
 
 function unlinkQuietly(path: string): void {
