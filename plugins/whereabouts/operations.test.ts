@@ -396,6 +396,23 @@ class Tracker implements ReservationTracker {
   }
 }
 
+/** What `tracker` holds unsettled at each pool write of `store` (that `which` picks), in order. */
+function trackedAtWrites(
+  store: MemoryStore,
+  tracker: Tracker,
+  which: (pool: PoolId, next: ReadonlyMap<string, unknown>) => boolean = () => true,
+): UnreleasedReservation[][] {
+  const seen: UnreleasedReservation[][] = [];
+  const update = store.updatePool.bind(store);
+  store.updatePool = async (pool, change) =>
+    update(pool, async (current) => {
+      const out = await change(current);
+      if (out.allocations && which(pool, out.allocations)) seen.push(tracker.unsettled());
+      return out;
+    });
+  return seen;
+}
+
 describe("reservations that could not be released", () => {
   const A = { range: "10.0.0.0/24" };
 
@@ -420,16 +437,9 @@ describe("reservations that could not be released", () => {
   test("a reservation claimed by a run of the update that lost a race stays tracked when the rerun finds it held", async () => {
     const store = new MemoryStore(1);
     const tracker = new Tracker();
-    const update = store.updatePool.bind(store);
-    let trackedAtWrite: UnreleasedReservation[] = [];
-    store.updatePool = async (pool, change) =>
-      update(pool, async (current) => {
-        const out = await change(current);
-        trackedAtWrite = tracker.unsettled();
-        return out;
-      });
+    const atWrites = trackedAtWrites(store, tracker);
     expect((await allocate({ ...contextOf(store, A), reservations: tracker }, pod(1))).ips?.map((i) => i.address)).toEqual(["10.0.0.1/24"]);
-    expect(trackedAtWrite.map((r) => r.address)).toEqual([String(ip("10.0.0.1"))]);
+    expect(atWrites.at(-1)?.map((r) => r.address)).toEqual([String(ip("10.0.0.1"))]);
     expect(tracker.unsettled()).toEqual([]);
   });
 
@@ -439,17 +449,11 @@ describe("reservations that could not be released", () => {
     await addresses(store, full, pod(8));
     await addresses(store, full, pod(9));
     const tracker = new Tracker();
-    const update = store.updatePool.bind(store);
-    const trackedAtUndo: string[][] = [];
-    store.updatePool = async (pool, change) =>
-      update(pool, async (current) => {
-        const out = await change(current);
-        if (pool.name === "10.0.0.0-24" && out.allocations && !out.allocations.has("1")) trackedAtUndo.push(tracker.unsettled().map((r) => r.address));
-        return out;
-      });
+    // At the undo's write: the pool of the first range, its entry "1" going.
+    const atUndo = trackedAtWrites(store, tracker, (pool, next) => pool.name === "10.0.0.0-24" && !next.has("1"));
     const dual = { range: "10.0.0.0/24", ipRanges: [{ range: "10.9.0.0/30" }] };
     expect(await failure(allocate({ ...contextOf(store, dual), reservations: tracker }, pod(1)))).toMatchObject({ code: 102 });
-    expect(trackedAtUndo).toEqual([[String(ip("10.0.0.1"))]]);
+    expect(atUndo.map((tracked) => tracked.map((r) => r.address))).toEqual([[String(ip("10.0.0.1"))]]);
     expect(tracker.unsettled()).toEqual([]);
     expect(store.reservations.has("10.0.0.1")).toBe(false);
   });
@@ -464,16 +468,9 @@ describe("reservations that could not be released", () => {
     const store = new MemoryStore();
     await addresses(store, A, pod(1));
     const tracker = new Tracker();
-    const update = store.updatePool.bind(store);
-    let trackedAtWrite: UnreleasedReservation[] = [];
-    store.updatePool = async (pool, change) =>
-      update(pool, async (current) => {
-        const out = await change(current);
-        trackedAtWrite = tracker.unsettled();
-        return out;
-      });
+    const atWrites = trackedAtWrites(store, tracker);
     expect(await release({ ...contextOf(store, A), reservations: tracker }, "ctr-1", "net1")).toEqual(["10.0.0.1/24"]);
-    expect(trackedAtWrite).toEqual([{ range: "10.0.0.0/24", address: String(ip("10.0.0.1")), holder: { podref: "default/pod-1", ifname: "net1" } }]);
+    expect(atWrites.at(-1)).toEqual([{ range: "10.0.0.0/24", address: String(ip("10.0.0.1")), holder: { podref: "default/pod-1", ifname: "net1" } }]);
     expect(tracker.unsettled()).toEqual([]);
     expect(store.reservations.size).toBe(0);
   });
