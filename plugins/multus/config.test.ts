@@ -1,20 +1,10 @@
 /** Unit tests of the multus conf reader (config.ts): upstream's defaults, every key, bad values. */
 import { describe, expect, test } from "vitest";
-import { CniError } from "../../shared/cni/errors.ts";
+import { thrown } from "../../shared/cni/test-util.ts";
 import { loadMultusConfig, splitNamespaces } from "./config.ts";
 
 function load(extra: Record<string, unknown>) {
   return loadMultusConfig(JSON.stringify({ cniVersion: "0.3.1", name: "multus-cni-network", type: "multus", ...extra }));
-}
-
-function errorOf(work: () => unknown): CniError {
-  try {
-    work();
-  } catch (err) {
-    if (err instanceof CniError) return err;
-    throw err;
-  }
-  throw new Error("expected a CniError");
 }
 
 describe("multus conf", () => {
@@ -132,8 +122,8 @@ describe("multus conf", () => {
   });
 
   test("neither clusterNetwork nor delegates", () => {
-    expect(errorOf(() => load({})).message).toBe("at least one delegate/clusterNetwork must be specified");
-    expect(errorOf(() => load({ delegates: [] })).code).toBe(7);
+    expect(thrown(() => load({})).msg).toBe("at least one delegate/clusterNetwork must be specified");
+    expect(thrown(() => load({ delegates: [] })).code).toBe(7);
   });
 
   test("unknown log level: kept at panic, reported", () => {
@@ -164,9 +154,9 @@ describe("multus conf", () => {
     [{ clusterNetwork: "x", runtimeConfig: { portMappings: [{ hostPort: "80" }] } }, '"runtimeConfig.portMappings[0].hostPort"'],
     [{ clusterNetwork: "x", runtimeConfig: { bandwidth: { egressRate: 1.5 } } }, '"runtimeConfig.bandwidth.egressRate"'],
   ])("bad value %j: code 7 naming the key", (extra, key) => {
-    const err = errorOf(() => load(extra));
+    const err = thrown(() => load(extra));
     expect(err.code).toBe(7);
-    expect(err.message).toContain(key);
+    expect(err.msg).toContain(key);
   });
 
   test("globalNamespaces items", () => {
