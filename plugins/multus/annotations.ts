@@ -6,6 +6,7 @@
  * network-attachment-definition-client v1.7.6 `pkg/utils/net-attach-def.go`
  * (`CreateNetworkStatuses`, `SetNetworkStatus`) builds it. Pure: no process, file or network access.
  */
+import { messageOf } from "../../shared/errors.ts";
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import { FieldReader, describeValue, isJsonObject } from "../../shared/cni/json.ts";
 import type { DNS, JsonObject, JsonValue, Result } from "../../shared/cni/types.ts";
@@ -100,7 +101,7 @@ function parseJsonForm(text: string, fail: (reason: string) => CniError): Networ
   try {
     decoded = JSON.parse(text);
   } catch (err) {
-    throw fail(`not JSON: ${err instanceof Error ? err.message : String(err)}`);
+    throw fail(`not JSON: ${messageOf(err)}`);
   }
   if (!Array.isArray(decoded)) throw fail(`expected a JSON array, got ${describeValue(decoded)}`);
   return decoded.map((element: unknown, index: number) => {
@@ -108,7 +109,7 @@ function parseJsonForm(text: string, fail: (reason: string) => CniError): Networ
     try {
       return readElement(new FieldReader(element, ErrorCode.InvalidConfig, `[${index}].`));
     } catch (err) {
-      throw fail(err instanceof Error ? err.message : String(err));
+      throw fail(messageOf(err));
     }
   });
 }
