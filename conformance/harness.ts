@@ -70,7 +70,7 @@ export function ip<T = unknown>(ns: string | undefined, ...args: string[]): T {
   return (out.trim() ? JSON.parse(out) : []) as T;
 }
 
-export function uniqueName(tag: string): string {
+function uniqueName(tag: string): string {
   return `${PREFIX}-${tag}${counter++}`;
 }
 
@@ -209,7 +209,7 @@ export interface IpLink {
   linkinfo?: { info_kind: string; info_data?: Record<string, unknown> };
 }
 
-export interface IpAddr {
+interface IpAddr {
   ifname: string;
   addr_info: { family: string; local: string; prefixlen: number }[];
 }

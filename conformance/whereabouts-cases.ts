@@ -58,7 +58,7 @@ export interface PoolSpec {
 }
 
 /** Upstream's allocation entry, and what a store may add to it. */
-export interface PoolEntry {
+interface PoolEntry {
   id: string;
   podref: string;
   ifname?: string;
@@ -96,7 +96,7 @@ export interface StoreUnderTest {
  * Made on first use, and again if a test's cleanup removed it.
  */
 let sandboxName: string | undefined;
-export function sandbox(): string {
+function sandbox(): string {
   if (!sandboxName || !existsSync(nsPath(sandboxName))) sandboxName = netns("sbx");
   return nsPath(sandboxName);
 }

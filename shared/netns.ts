@@ -13,7 +13,7 @@ import { Netlink } from "./netlink/socket.ts";
 import * as libc from "./sys/libc.ts";
 
 /** CNI_NETNS names nothing (the pod sandbox is gone): DEL treats this as "already cleaned up". */
-export class NetnsNotFoundError extends CniError {
+class NetnsNotFoundError extends CniError {
   constructor(readonly path: string) {
     super(ErrorCode.UnknownContainer, `network namespace "${path}" does not exist`);
   }
@@ -23,7 +23,7 @@ export class NetnsNotFoundError extends CniError {
  * CNI_NETNS is a file but no namespace: typically the bind mount of a sandbox that is gone (an
  * unmounted /run/netns entry left behind). DEL treats this as "already cleaned up" too.
  */
-export class NetnsInvalidError extends CniError {
+class NetnsInvalidError extends CniError {
   constructor(readonly path: string) {
     super(ErrorCode.InvalidNetns, `"${path}" is not a network namespace`);
   }

@@ -92,6 +92,6 @@ export class LineChannel {
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 /** Blocks the thread: run() must be synchronous, and there is nothing else to do meanwhile. */
-export function sleepSync(ms: number): void {
+function sleepSync(ms: number): void {
   Atomics.wait(sleeper, 0, 0, ms);
 }

@@ -18,7 +18,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
-export const KUBE_VERSION = "v1.36.3";
+const KUBE_VERSION = "v1.36.3";
 const ROOT = resolve(import.meta.dirname, "../..");
 export const KUBE_BIN = join(ROOT, ".cache/kube", KUBE_VERSION);
 const CRD_DIR = join(ROOT, "deploy/crds");

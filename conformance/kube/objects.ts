@@ -15,7 +15,7 @@ export const WHEREABOUTS_API = "/apis/whereabouts.cni.cncf.io/v1alpha1";
 /** Where the plugin keeps its objects: the namespace of the kubeconfig's context. */
 export const NAMESPACE = "kube-system";
 
-export interface Allocation {
+interface Allocation {
   id: string;
   podref: string;
   ifname?: string;

@@ -61,7 +61,7 @@ export function nodeNetwork(node: RuntimeNode, ipam: Record<string, unknown>, cn
 }
 
 /** One try of a pod: its sandbox's ADD, and the DEL that tore it down when the ADD did not succeed. */
-export interface Try {
+interface Try {
   containerId: string;
   code: number;
   /** The CNI error's code, when the plugin answered one. */

@@ -8,8 +8,8 @@ import type { NetConf } from "../../shared/cni/types.ts";
 import { type ChildLinkConfig, loadChildLinkConfig } from "../../shared/iface/childlink-config.ts";
 import type { IpvlanFlag, IpvlanMode } from "../../shared/netlink/link.ts";
 
-export const IPVLAN_MODES = ["l2", "l3", "l3s"] as const satisfies readonly IpvlanMode[];
-export const IPVLAN_FLAGS = ["bridge", "private", "vepa"] as const satisfies readonly IpvlanFlag[];
+const IPVLAN_MODES = ["l2", "l3", "l3s"] as const satisfies readonly IpvlanMode[];
+const IPVLAN_FLAGS = ["bridge", "private", "vepa"] as const satisfies readonly IpvlanFlag[];
 
 export interface IpvlanConfig extends ChildLinkConfig {
   mode: IpvlanMode;

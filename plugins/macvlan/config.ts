@@ -10,7 +10,7 @@ import { type ChildLinkConfig, loadChildLinkConfig } from "../../shared/iface/ch
 import { parseMac } from "../../shared/ip.ts";
 import type { MacvlanMode } from "../../shared/netlink/link.ts";
 
-export const MACVLAN_MODES = ["bridge", "private", "vepa", "passthru"] as const satisfies readonly MacvlanMode[];
+const MACVLAN_MODES = ["bridge", "private", "vepa", "passthru"] as const satisfies readonly MacvlanMode[];
 
 export interface MacvlanConfig extends ChildLinkConfig {
   mode: MacvlanMode;

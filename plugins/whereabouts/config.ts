@@ -16,7 +16,7 @@ import { messageOf } from "../../shared/errors.ts";
 import type { LogLevel } from "../../shared/log.ts";
 import { type Address, type IpRange, type RangeSpec, formatAddress, formatCidr, networkSpan, parseAddress, parseCidr, parseRange } from "./range.ts";
 
-export const PLUGIN_TYPE = "whereabouts";
+const PLUGIN_TYPE = "whereabouts";
 
 /** Where upstream looks for the flat file after `configuration_path`, in this order. */
 export const FLAT_FILE_PATHS: readonly string[] = [
@@ -24,11 +24,11 @@ export const FLAT_FILE_PATHS: readonly string[] = [
   "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
   "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf",
 ];
-export const FLAT_FILE_NAME = "whereabouts.conf";
+const FLAT_FILE_NAME = "whereabouts.conf";
 
 export const DEFAULT_DATASTORE_DIR = "/var/lib/cni/whereabouts";
 /** Upstream's shared deadline for the API calls of one ADD or DEL (`pkg/storage/storage.go`, `RequestTimeout`). */
-export const DEFAULT_API_TIMEOUT_MS = 10_000;
+const DEFAULT_API_TIMEOUT_MS = 10_000;
 
 /** client-go's defaults, which upstream applies to 0 values too (milliseconds). */
 const LEADER_DEFAULTS = { leaseDurationMs: 1500, renewDeadlineMs: 1000, retryPeriodMs: 500 };
@@ -86,7 +86,7 @@ export interface FileSource {
   read(path: string): string;
 }
 
-export const realFiles: FileSource = {
+const realFiles: FileSource = {
   kind(path) {
     try {
       const stat = statSync(path);
@@ -208,7 +208,7 @@ function invalid(message: string, details = ""): CniError {
  * its whereabouts.conf), else the first of the standard paths that exists. None is fine: the
  * file only supplies defaults. Returns its path and decoded keys.
  */
-export function readFlatFile(configurationPath: string | undefined, files: FileSource): { path: string; keys: JsonObject } | undefined {
+function readFlatFile(configurationPath: string | undefined, files: FileSource): { path: string; keys: JsonObject } | undefined {
   const candidates: string[] = [];
   if (configurationPath) {
     candidates.push(files.kind(configurationPath) === "directory" ? join(configurationPath, FLAT_FILE_NAME) : configurationPath);

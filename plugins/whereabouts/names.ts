@@ -8,7 +8,7 @@
 import { type Address, formatAddress } from "./range.ts";
 
 /** `10.0.0.0/8` → `10.0.0.0-8`; `2001:db8::/64` → `2001-db8---64`. */
-export function normalizeRange(cidr: string): string {
+function normalizeRange(cidr: string): string {
   return cidr.replaceAll(":", "-").replaceAll("/", "-");
 }
 

@@ -85,7 +85,7 @@ interface Taken {
   created: boolean;
 }
 
-export function poolOf(range: IpRange, config: WhereaboutsConfig): PoolId {
+function poolOf(range: IpRange, config: WhereaboutsConfig): PoolId {
   return { name: poolName(range.cidr, config.networkName), range: range.cidr };
 }
 

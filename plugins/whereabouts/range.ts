@@ -237,10 +237,6 @@ function parseExclude(text: string): (Span & { family: Family }) | undefined {
   return address && { family: address.family, start: address.value, end: address.value };
 }
 
-export function rangeContains(range: IpRange, address: Address): boolean {
-  return address.family === range.family && inSpan(networkSpan(range.family, range.network, range.prefix), address.value);
-}
-
 /** "10.0.0.5/24": an allocated address with its range's prefix, as results carry it. */
 export function addressInRange(range: IpRange, value: bigint): string {
   return formatCidr(range.family, value, range.prefix);

@@ -6,14 +6,14 @@
  */
 import { CniError, ErrorCode, quoteList } from "./errors.ts";
 
-export const ARG_IGNORE_UNKNOWN = "IgnoreUnknown";
+const ARG_IGNORE_UNKNOWN = "IgnoreUnknown";
 export const ARG_MAC = "MAC";
 export const ARG_IP = "IP";
 export const ARG_GATEWAY = "GATEWAY";
 export const ARG_K8S_POD_NAMESPACE = "K8S_POD_NAMESPACE";
 export const ARG_K8S_POD_NAME = "K8S_POD_NAME";
-export const ARG_K8S_POD_INFRA_CONTAINER_ID = "K8S_POD_INFRA_CONTAINER_ID";
-export const ARG_K8S_POD_UID = "K8S_POD_UID";
+const ARG_K8S_POD_INFRA_CONTAINER_ID = "K8S_POD_INFRA_CONTAINER_ID";
+const ARG_K8S_POD_UID = "K8S_POD_UID";
 
 /** The keys kubelet passes to every plugin. */
 export const K8S_ARGS: readonly string[] = [ARG_K8S_POD_NAMESPACE, ARG_K8S_POD_NAME, ARG_K8S_POD_INFRA_CONTAINER_ID, ARG_K8S_POD_UID];

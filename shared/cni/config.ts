@@ -11,8 +11,6 @@ import { FieldReader, type IntegerRange, describeValue, isJsonObject } from "./j
 import type { Attachment, JsonObject, NetConf } from "./types.ts";
 import { parseResult, readDns } from "./result.ts";
 
-export { isJsonObject };
-
 /**
  * `lenientPrevResult`: a prevResult that does not parse is dropped instead of refused. DEL uses it:
  * a runtime's cached result it cannot read must not make the attachment undeletable.

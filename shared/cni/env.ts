@@ -8,7 +8,7 @@ import type { CmdArgs, Verb } from "./types.ts";
 /** What the environment says about a request: everything the verbs get but the config. */
 export type Environment = Omit<CmdArgs, "conf">;
 
-export const VERBS: readonly Verb[] = ["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"];
+const VERBS: readonly Verb[] = ["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"];
 
 export const CONTAINER_ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
@@ -70,7 +70,7 @@ export function readEnvironment(env: Record<string, string | undefined>): Enviro
   };
 }
 
-export function isVerb(value: string): value is Verb {
+function isVerb(value: string): value is Verb {
   return (VERBS as readonly string[]).includes(value);
 }
 

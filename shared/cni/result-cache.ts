@@ -18,7 +18,7 @@ import { FieldReader, describeValue, isJsonObject, marshalLikeGo } from "./json.
 import { parseResult, resultToVersion } from "./result.ts";
 import type { JsonObject, JsonValue, Result } from "./types.ts";
 
-export const CACHE_KIND = "cniCacheV1";
+const CACHE_KIND = "cniCacheV1";
 
 /** One attachment as the cache holds it. */
 export interface CacheEntry {

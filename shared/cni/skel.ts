@@ -146,7 +146,7 @@ function sameFile(a: string, b: string): boolean {
 }
 
 /** The real process: environment, fd 0, and synchronous writes to fds 1 and 2. */
-export function processIO(): PluginIO {
+function processIO(): PluginIO {
   return {
     env: process.env,
     readStdin: () => readFileSync(0, "utf8"),

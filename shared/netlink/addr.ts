@@ -25,12 +25,6 @@ export function addrAdd(nl: Netlink, linkIndex: number, prefix: Prefix): void {
   nl.execute(rt.MessageType.NEWADDR, NLM_F_CREATE | NLM_F_EXCL, addressMessage(header, attrs));
 }
 
-export function addrDel(nl: Netlink, linkIndex: number, prefix: Prefix): void {
-  const local = ipToBytes(prefix.ip);
-  const header: rt.Address = { family: afOf(prefix.family), prefixlen: prefix.length, index: linkIndex };
-  nl.execute(rt.MessageType.DELADDR, 0, addressMessage(header, { local, address: local }));
-}
-
 /** Addresses of one link (or all links), of one family (or both). */
 export function addrList(nl: Netlink, filter: { linkIndex?: number; family?: Family } = {}): Address[] {
   const header: rt.Address = { family: filter.family ? afOf(filter.family) : AF_UNSPEC };

@@ -42,7 +42,7 @@ export type LinkSpec =
   | (LinkCommon & { kind: "dummy" });
 
 /** Kind-specific state read back from the kernel. */
-export type LinkInfo =
+type LinkInfo =
   | { kind: "macvlan"; mode: MacvlanMode | "unknown"; bcQueueLen?: number }
   | { kind: "ipvlan"; mode: IpvlanMode | "unknown"; flag: IpvlanFlag | "unknown" }
   | { kind: string };
@@ -109,10 +109,6 @@ export function linkByName(nl: Netlink, name: string): Link | undefined {
 
 export function linkByIndex(nl: Netlink, index: number): Link | undefined {
   return linkGet(nl, { index }, {});
-}
-
-export function linkList(nl: Netlink): Link[] {
-  return nl.dump(rt.MessageType.GETLINK, linkMessage({}, {})).map(decodeLink);
 }
 
 function linkGet(nl: Netlink, header: rt.Link, attrs: ifla.LinkAttrs): Link | undefined {

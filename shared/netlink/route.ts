@@ -34,9 +34,8 @@ export interface Route extends RouteSpec {
 
 export const RT_TABLE_MAIN = 254;
 export const RT_TABLE_LOCAL = 255;
-export const RT_SCOPE_UNIVERSE = 0;
+const RT_SCOPE_UNIVERSE = 0;
 export const RT_SCOPE_LINK = 253;
-export const RT_SCOPE_HOST = 254;
 const RTN_UNICAST = 1;
 const RTPROT_BOOT = 3;
 

@@ -31,10 +31,9 @@ export const SOCK_CLOEXEC = 0o2000000;
 export const CLONE_NEWNET = 0x40000000;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
-export const LOCK_UN = 8;
 
 /** A failed libc call: the errno (named by errnoOf, shared/errors.ts) and libc's description of it. */
-export class SyscallError extends Error {
+class SyscallError extends Error {
   constructor(
     readonly call: string,
     readonly errno: number,

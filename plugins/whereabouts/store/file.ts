@@ -31,7 +31,7 @@ import {
 } from "./interface.ts";
 
 /** The directory of networks without a network_name. */
-export const DEFAULT_SCOPE = "default";
+const DEFAULT_SCOPE = "default";
 const POOLS = "ippools";
 const RESERVATIONS = "overlappingrangeipreservations";
 
