@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: lint (Biome: formatting and lint rules, nothing written), unit tests
+# The whole test suite: lint (Biome: formatting and lint rules; knip: unused exports), unit tests
 # (vitest, pure logic) and the conformance suite (compiled binaries against the real kernel).
 # Ends with one line "N passed, N failed" over every suite; a failed lint counts as one failure.
 #
