@@ -10,4 +10,6 @@ export const PLUGINS: Record<string, () => Promise<PluginVerbs>> = {
   ipvlan: async () => (await import("./ipvlan/main.ts")).ipvlan,
   sbr: async () => (await import("./sbr/main.ts")).sbr,
   whereabouts: async () => (await import("./whereabouts/main.ts")).whereabouts,
+  multus: async () => (await import("./multus/main.ts")).multus,
+  passthru: async () => (await import("./passthru/main.ts")).passthru,
 };

@@ -10,12 +10,12 @@ import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import { FieldReader } from "../../shared/cni/json.ts";
 import type { JsonObject, Result } from "../../shared/cni/types.ts";
 
-export const DEFAULT_CONF_DIR = "/etc/cni/multus/net.d";
-export const DEFAULT_CNI_DIR = "/var/lib/cni/multus";
-export const DEFAULT_BIN_DIR = "/opt/cni/bin";
-export const DEFAULT_MULTUS_NAMESPACE = "kube-system";
-export const DEFAULT_GLOBAL_NAMESPACE = "default";
-export const LOG_LEVELS = ["debug", "verbose", "error", "panic"] as const;
+const DEFAULT_CONF_DIR = "/etc/cni/multus/net.d";
+const DEFAULT_CNI_DIR = "/var/lib/cni/multus";
+const DEFAULT_BIN_DIR = "/opt/cni/bin";
+const DEFAULT_MULTUS_NAMESPACE = "kube-system";
+const DEFAULT_GLOBAL_NAMESPACE = "default";
+const LOG_LEVELS = ["debug", "verbose", "error", "panic"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** One `portMappings` entry (upstream `PortMapEntry`). */
@@ -162,7 +162,7 @@ function readLogOptions(fields: FieldReader): LogOptions {
  * The runtime-config keys under `key` of `fields` (the conf's `runtimeConfig`, or one annotation
  * element, whose keys have the same shapes), each checked for its type.
  */
-export function readRuntimeConfig(fields: FieldReader, key: string): RuntimeConfig {
+function readRuntimeConfig(fields: FieldReader, key: string): RuntimeConfig {
   const given = fields.object(key);
   if (given === undefined) return {};
   const inner = fields.nested(given, key);

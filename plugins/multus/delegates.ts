@@ -208,7 +208,7 @@ export function delegateArgs(pod: PodArgs, runtimeArgs: string, delegate: PodDel
  * for every delegate but the master the annotation's values over it; with a device, the
  * device-info file it is to write.
  */
-export function delegateRuntimeConfig(runtime: RuntimeConfig, delegate: PodDelegate, containerId: string): RuntimeConfig {
+function delegateRuntimeConfig(runtime: RuntimeConfig, delegate: PodDelegate, containerId: string): RuntimeConfig {
   const merged: RuntimeConfig = { ...runtime };
   if (!delegate.master) {
     if (delegate.portMappings !== undefined) merged.portMappings = delegate.portMappings;

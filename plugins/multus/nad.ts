@@ -14,7 +14,7 @@ import { type NetworkList, parseNetworkList, parseSingleConf } from "../../share
 import type { JsonObject } from "../../shared/cni/types.ts";
 import type { MultusConfig } from "./config.ts";
 
-export const RESOURCE_NAME_ANNOTATION = "k8s.v1.cni.cncf.io/resourceName";
+const RESOURCE_NAME_ANNOTATION = "k8s.v1.cni.cncf.io/resourceName";
 export const NODE_SELECTOR_ANNOTATION = "k8s.v1.cni.cncf.io/nodeSelector";
 
 /** A delegate's configuration, before the per-pod values (interface, args) are added. */

@@ -22,6 +22,11 @@ export interface PluginVerbs {
   name: string;
   /** Shown in the about text; upstream prints "version unknown" for builds without one. */
   version?: string;
+  /**
+   * ADD's result is printed in the version it carries rather than the config's: a meta plugin
+   * (multus) hands on its master delegate's result as that delegate gave it.
+   */
+  keepsResultVersion?: boolean;
   add(args: CmdArgs): Promise<Result> | Result;
   del(args: CmdArgs): Promise<void> | void;
   check(args: CmdArgs): Promise<void> | void;
@@ -87,7 +92,8 @@ async function dispatch(verbs: PluginVerbs, args: CmdArgs, io: PluginIO): Promis
     case "ADD": {
       const result = await verbs.add(args);
       // Pretty-printed with no trailing newline, byte for byte what upstream prints.
-      io.writeStdout(JSON.stringify(resultToVersion(result, args.conf.cniVersion), null, 4));
+      const version = verbs.keepsResultVersion && result.cniVersion ? result.cniVersion : args.conf.cniVersion;
+      io.writeStdout(JSON.stringify(resultToVersion(result, version), null, 4));
       return;
     }
     case "DEL":

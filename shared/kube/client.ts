@@ -86,9 +86,12 @@ export class KubeClient {
     this.options.deadline = Math.max(this.options.deadline, until);
   }
 
-  /** GET; undefined when the object does not exist. `accept` replaces the Accept header. */
-  async get<T>(path: string, accept?: string): Promise<T | undefined> {
-    const response = await this.send("GET", path, undefined, undefined, accept);
+  /**
+   * GET; undefined when the object does not exist. `accept` replaces the Accept header;
+   * `timeoutMs` bounds this request below the deadline (a short poll).
+   */
+  async get<T>(path: string, accept?: string, timeoutMs?: number): Promise<T | undefined> {
+    const response = await this.send("GET", path, undefined, undefined, accept, timeoutMs);
     if (response.status === 404) return undefined;
     return this.decode<T>("GET", path, response);
   }
@@ -97,6 +100,12 @@ export class KubeClient {
   async create<T>(path: string, object: unknown): Promise<T> {
     const response = await this.send("POST", path, JSON.stringify(object), "application/json");
     return this.decode<T>("POST", path, response);
+  }
+
+  /** PUT (replace); throws KubeApiError 409 when the object changed since it was read. */
+  async replace<T>(path: string, object: unknown): Promise<T> {
+    const response = await this.send("PUT", path, JSON.stringify(object), "application/json");
+    return this.decode<T>("PUT", path, response);
   }
 
   /** JSON Patch; a failed `test` comes back as KubeApiError 422, as upstream relies on. */
@@ -114,8 +123,8 @@ export class KubeClient {
     return true;
   }
 
-  private async send(method: string, path: string, body?: string, contentType?: string, accept?: string): Promise<Http1Response> {
-    const remaining = this.options.deadline - Date.now();
+  private async send(method: string, path: string, body?: string, contentType?: string, accept?: string, timeoutMs?: number): Promise<Http1Response> {
+    const remaining = Math.min(this.options.deadline - Date.now(), timeoutMs ?? Number.POSITIVE_INFINITY);
     if (remaining <= 0) throw new KubeUnavailableError(`no time left for ${method} ${path}`);
     this.requests++;
     try {
