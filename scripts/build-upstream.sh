@@ -40,8 +40,11 @@ build_multus() { # <output name> <package under multus-cni.v4/cmd>
 build_multus multus multus
 build_multus passthru passthru-cni
 
+# ptp, bridge and loopback: the primary network (eth0) of the multus suites, the same upstream
+# plugins under ours and upstream's multus.
 if [ -x "$OUT/macvlan" ] && [ -x "$OUT/static" ] && [ -x "$OUT/ipvlan" ] && [ -x "$OUT/sbr" ] \
-   && [ -x "$OUT/host-local" ] && [ -x "$OUT/cnitool" ]; then
+   && [ -x "$OUT/host-local" ] && [ -x "$OUT/ptp" ] && [ -x "$OUT/bridge" ] && [ -x "$OUT/loopback" ] \
+   && [ -x "$OUT/cnitool" ]; then
   echo "upstream binaries cached in $OUT, $WHEREABOUTS_OUT and $MULTUS_OUT"
   exit 0
 fi
@@ -54,6 +57,9 @@ go install -trimpath \
   github.com/containernetworking/plugins/plugins/main/ipvlan@$PLUGINS_VERSION \
   github.com/containernetworking/plugins/plugins/meta/sbr@$PLUGINS_VERSION \
   github.com/containernetworking/plugins/plugins/ipam/host-local@$PLUGINS_VERSION \
-  github.com/containernetworking/plugins/plugins/ipam/static@$PLUGINS_VERSION
+  github.com/containernetworking/plugins/plugins/ipam/static@$PLUGINS_VERSION \
+  github.com/containernetworking/plugins/plugins/main/ptp@$PLUGINS_VERSION \
+  github.com/containernetworking/plugins/plugins/main/bridge@$PLUGINS_VERSION \
+  github.com/containernetworking/plugins/plugins/main/loopback@$PLUGINS_VERSION
 go install -trimpath -ldflags "-s -w" github.com/containernetworking/cni/cnitool@$CNI_VERSION
 ls -la "$OUT"
