@@ -117,6 +117,22 @@ describe("multus conf", () => {
     expect(config.prevResult?.ips).toEqual([{ address: "10.0.0.2/24" }]);
   });
 
+  test("runtimeConfig as containerd sends it: Go's field names in any letter case, unknown keys dropped", () => {
+    const config = load({
+      clusterNetwork: "x",
+      runtimeConfig: {
+        portMappings: [{ HostPort: 8080, ContainerPort: 80, Protocol: "udp", HostIP: "" }],
+        bandwidth: { IngressRate: 1000, IngressBurst: 4294967295, EgressRate: 2000, EgressBurst: 4294967295 },
+        dns: { Servers: ["10.96.0.10"], Searches: ["svc.cluster.local"], Options: ["ndots:5"] },
+        "io.kubernetes.cri.pod-annotations": { "k8s.v1.cni.cncf.io/networks": "macvlan-conf" },
+      },
+    });
+    expect(config.runtimeConfig).toEqual({
+      portMappings: [{ hostPort: 8080, containerPort: 80, protocol: "udp" }],
+      bandwidth: { ingressRate: 1000, ingressBurst: 4294967295, egressRate: 2000, egressBurst: 4294967295 },
+    });
+  });
+
   test("clusterNetwork set: delegates ignored", () => {
     expect(load({ clusterNetwork: "x", delegates: [{ type: "bridge" }] }).delegates).toEqual([]);
   });

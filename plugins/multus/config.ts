@@ -182,7 +182,8 @@ function readRuntimeConfig(fields: FieldReader, key: string): RuntimeConfig {
 
 /** `portMappings`: an array of `{hostPort, containerPort, protocol?, hostIP?}`. */
 export function readPortMappings(fields: FieldReader, key: string): PortMapping[] | undefined {
-  return fields.objectArray(key)?.map((entry) => {
+  return fields.objectArray(key)?.map((given) => {
+    const entry = given.goKeys(["hostPort", "containerPort", "protocol", "hostIP"]);
     const mapping: PortMapping = {
       hostPort: entry.integer("hostPort") ?? 0,
       containerPort: entry.integer("containerPort") ?? 0,
@@ -199,7 +200,7 @@ export function readPortMappings(fields: FieldReader, key: string): PortMapping[
 export function readBandwidth(fields: FieldReader, key: string): Bandwidth | undefined {
   const given = fields.object(key);
   if (given === undefined) return undefined;
-  const inner = fields.nested(given, key);
+  const inner = fields.nested(given, key).goKeys(["ingressRate", "ingressBurst", "egressRate", "egressBurst"]);
   return {
     ingressRate: inner.integer("ingressRate") ?? 0,
     ingressBurst: inner.integer("ingressBurst") ?? 0,

@@ -114,6 +114,21 @@ export class FieldReader {
     return strings;
   }
 
+  /**
+   * A reader that finds each of `names` as Go's encoding/json does: the exact key, else the
+   * first key equal to it in any letter case (containerd sends `HostPort` for `hostPort`).
+   */
+  goKeys(names: readonly string[]): FieldReader {
+    const obj: JsonObject = { ...this.obj };
+    for (const name of names) {
+      if (Object.hasOwn(obj, name)) continue;
+      const lower = name.toLowerCase();
+      const match = Object.keys(this.obj).find((key) => key.toLowerCase() === lower);
+      if (match !== undefined) obj[name] = this.obj[match] ?? null;
+    }
+    return new FieldReader(obj, this.code, this.path, this.prefix);
+  }
+
   /** Each element of an array of objects, with a reader whose messages say `key[i].field`. */
   objectArray(key: string): FieldReader[] | undefined {
     const value = this.array(key);
