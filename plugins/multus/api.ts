@@ -123,24 +123,30 @@ export class MultusApi {
   }
 
   /**
-   * Sets the pod's `network-status` annotation: GET, set, PUT `pods/status`, again on a conflict.
-   * A pod deleted meanwhile is not an error (upstream tolerates it too).
+   * Sets the pod's `network-status` annotation with PUT `pods/status` (upstream's verb), first on
+   * the pod as ADD read it, then, on a conflict, on a fresh GET. A pod deleted meanwhile is not an
+   * error (upstream tolerates it too).
    */
-  async writeNetworkStatus(namespace: string, name: string, uid: string, text: string): Promise<void> {
+  async writeNetworkStatus(read: Pod, uid: string, text: string): Promise<void> {
+    const { namespace, name } = read.metadata;
     const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`;
+    let pod: Pod | undefined = read;
     for (let attempt = 1; ; attempt++) {
       try {
-        const pod = await this.client.get<Pod & Record<string, unknown>>(path);
+        if (pod === undefined) pod = await this.client.get<Pod>(path);
         if (pod === undefined) return;
         if (uid !== "" && pod.metadata.uid !== uid && !isStaticPod(pod)) {
           throw new CniError(ErrorCode.InvalidConfig, `expected pod UID ${JSON.stringify(uid)} but got ${JSON.stringify(pod.metadata.uid)} from Kube API`);
         }
-        pod.metadata.annotations = { ...pod.metadata.annotations, [NETWORK_STATUS_ANNOTATION]: text };
-        await this.client.replace(`${path}/status`, pod);
+        const annotated = { ...pod, metadata: { ...pod.metadata, annotations: { ...pod.metadata.annotations, [NETWORK_STATUS_ANNOTATION]: text } } };
+        await this.client.replace(`${path}/status`, annotated);
         return;
       } catch (err) {
         if (err instanceof KubeApiError && err.status === 404) return;
-        if (err instanceof KubeApiError && err.status === 409 && attempt < STATUS_TRIES) continue;
+        if (err instanceof KubeApiError && err.status === 409 && attempt < STATUS_TRIES) {
+          pod = undefined;
+          continue;
+        }
         if (err instanceof CniError) throw err;
         throw apiError("error setting the networks status", err);
       }

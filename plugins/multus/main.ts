@@ -162,7 +162,7 @@ async function add(req: Request): Promise<Result> {
     }
     failing = undefined;
     if (api !== undefined && pod !== undefined && statuses.length > 0) {
-      await api.writeNetworkStatus(pod.metadata.namespace, pod.metadata.name, req.pod.uid, networkStatusText(statuses));
+      await api.writeNetworkStatus(pod, req.pod.uid, networkStatusText(statuses));
     }
   } catch (err) {
     const error = addFailure(req, failing, err);
