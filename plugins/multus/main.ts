@@ -47,6 +47,12 @@ const CLEANUP_TIME_MS = 10_000;
 /** upstream `GetReadinessIndicatorFile`: a 1 s poll for 45 s. */
 const READINESS_POLL_MS = 1000;
 const READINESS_WAIT_MS = 45_000;
+/**
+ * GC leaves alone a container whose multus cache is younger than this: its ADD may still be
+ * running, and the runtime lists an attachment only once it is set up. Longer than any ADD lives
+ * (kubelet's runtime request timeout is 2 minutes).
+ */
+const GC_GRACE_MS = 10 * 60_000;
 
 /** One invocation's context. */
 interface Request {
@@ -441,13 +447,16 @@ async function status(req: Request): Promise<void> {
 
 /**
  * The runtime's valid attachments are multus' own (its CNI_IFNAME); every container not among
- * them is deleted whole from multus' cache, then each cached network (and the cluster network) is
- * GC'd with the valid containers' attachments of that network.
+ * them (nor added in the last GC_GRACE_MS) is deleted whole from multus' cache, then each cached
+ * network (and the cluster network) is GC'd with the valid containers' attachments of that network.
  */
 async function gc(req: Request, valid: Attachment[]): Promise<void> {
   const { config } = req;
   await waitForReadiness(config.readinessIndicatorFile);
   const validContainers = new Set(valid.map((attachment) => attachment.containerID));
+  for (const containerId of scratchCacheIds(config.cniDir)) {
+    if (ageOf(join(config.cniDir, containerId)) < GC_GRACE_MS) validContainers.add(containerId);
+  }
   const errors: CniError[] = [];
   const collect = (err: unknown, what: string): void => {
     const code = err instanceof CniError ? err.code : ErrorCode.Internal;
@@ -538,6 +547,15 @@ function scratchCacheIds(cniDir: string): string[] {
     return [];
   }
   return names.filter((name) => CONTAINER_ID_PATTERN.test(name) && name !== "results" && isFile(join(cniDir, name)));
+}
+
+/** Milliseconds since the file was last written; infinite when it is gone. */
+function ageOf(path: string): number {
+  try {
+    return Date.now() - statSync(path).mtimeMs;
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
 }
 
 function isFile(path: string): boolean {
