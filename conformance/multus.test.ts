@@ -1,0 +1,390 @@
+/**
+ * multus, compiled, side by side with upstream multus v4.3.0's thin plugin, against a real
+ * kube-apiserver and etcd and the real kernel: the seeds' scenario. Two nodes (namespaces with a
+ * master link m0 and their own conf dirs, cniDir, bin dirs and kubeconfig, conformance/kube/multus.ts),
+ * NAD `macvlan-conf` (macvlan + whereabouts on the Kubernetes store), pods pod0 and pod1 on node-0
+ * and pod2 on node-1 as objects in the API, eth0 from upstream ptp + host-local as clusterNetwork
+ * (a conflist file, then a NAD in kube-system).
+ *
+ * Each implementation runs with its own delegates (ours: bin/; upstream's: upstream's macvlan,
+ * ipvlan, whereabouts) and the same upstream primary plugins. What is compared: the result,
+ * the pod's kernel state, the whereabouts IPPool, the network-status annotation (byte for byte),
+ * the events and the log file. Then each one's DEL of the other's attachments: an in-place
+ * upgrade and downgrade, which must leave no link, address, IPPool entry or file.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { cleanup, cni, deleteNetns, netns, nsPath, sweepStale, type CniOutput } from "./harness.ts";
+import { hostSupportsIpvlan } from "./guest/guest.ts";
+import { startCluster, type Cluster } from "./kube/cluster.ts";
+import { AdminApi } from "./kube/objects.ts";
+import {
+  createNad,
+  createPod,
+  deleteEvents,
+  filesUnder,
+  hostLinks,
+  hostLocalLeases,
+  macvlanWhereabouts,
+  multusBinary,
+  multusConf,
+  multusNode,
+  podAnnotations,
+  podArgs,
+  podEvents,
+  podKernel,
+  poolEntries,
+  primaryNetwork,
+  requiredBinaries,
+  site,
+  type Impl,
+  type MultusNode,
+  type PodEvent,
+  type PodKernel,
+  type PodRef,
+  type Site,
+} from "./kube/multus.ts";
+
+const NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status";
+
+let cluster: Cluster;
+let api: AdminApi;
+let dir: string;
+let where: Site;
+let runs = 0;
+
+beforeAll(async () => {
+  sweepStale();
+  expect(requiredBinaries(), "run npm run build and scripts/build-upstream.sh").toEqual([]);
+  cluster = await startCluster();
+  api = new AdminApi(cluster);
+  dir = mkdtempSync(join(tmpdir(), "cnit-multus-"));
+  where = site(cluster, dir);
+  await createNad(api, "default", "macvlan-conf", macvlanWhereabouts(where));
+}, 120_000);
+afterAll(async () => {
+  cleanup();
+  api?.close();
+  await cluster?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** One pod sandbox: the pod object, its node, its namespace and container ID. */
+interface Sandbox {
+  pod: PodRef;
+  node: MultusNode;
+  ns: string;
+  containerId: string;
+}
+
+/** What one pod's ADD produced, everything read back. */
+interface Seen {
+  code: number;
+  result: unknown;
+  kernel: PodKernel;
+  status: string | undefined;
+  events: PodEvent[];
+  log: string[];
+}
+
+/** pod → node index, the addresses it must get (in ADD order), its second network (default macvlan-conf). */
+interface PodPlan {
+  name: string;
+  node: number;
+  eth0: string;
+  net1: string;
+  network?: string;
+  kind?: string;
+}
+
+function multus(impl: Impl, sandbox: Sandbox, command: "ADD" | "DEL" | "CHECK", conf: Record<string, unknown>): CniOutput {
+  return cni(
+    multusBinary(impl),
+    {
+      command,
+      containerId: sandbox.containerId,
+      netns: nsPath(sandbox.ns),
+      ifName: "eth0",
+      args: podArgs(sandbox.pod, sandbox.containerId),
+      path: sandbox.node.binDir(impl),
+    },
+    conf,
+  );
+}
+
+/** Fresh nodes for a run: same names, new namespaces and files (host-local hands out .2 again). */
+function freshNodes(): MultusNode[] {
+  const run = join(dir, `run-${runs++}`);
+  mkdirSync(run);
+  const runSite = { ...where, dir: run };
+  return [multusNode(runSite, "node-0", 0), multusNode(runSite, "node-1", 1)];
+}
+
+/** Events arrive after the plugin exits with upstream (client-go's broadcaster): wait for `count`. */
+async function eventsOf(pod: PodRef, count: number): Promise<PodEvent[]> {
+  for (let waited = 0; ; waited += 100) {
+    const events = await podEvents(api, pod);
+    if (events.length >= count || waited > 5000) return events;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** ADD of every pod of `plan` through `impl`, each pod's view read back. */
+async function addPods(impl: Impl, nodes: MultusNode[], plan: PodPlan[], extra: Record<string, unknown>): Promise<{ sandboxes: Sandbox[]; seen: Seen[] }> {
+  await deleteEvents(api, "default");
+  const sandboxes: Sandbox[] = [];
+  const seen: Seen[] = [];
+  for (const [i, p] of plan.entries()) {
+    const node = nodes[p.node]!;
+    const pod = await createPod(api, "default", p.name, node.name, { "k8s.v1.cni.cncf.io/networks": p.network ?? "macvlan-conf" });
+    const sandbox = { pod, node, ns: netns(`pod${i}`), containerId: `ctr-${p.name}` };
+    sandboxes.push(sandbox);
+    const out = multus(impl, sandbox, "ADD", multusConf(node, impl, extra));
+    expect(out.code, `${impl} ADD ${p.name}: ${out.stdout}${out.stderr}`).toBe(0);
+    seen.push({
+      code: out.code,
+      result: normalized(out.json, sandbox),
+      kernel: podKernel(sandbox.ns),
+      status: (await podAnnotations(api, pod))[NETWORK_STATUS],
+      events: await eventsOf(pod, 2),
+      log: readFileSync(node.logFile, "utf8")
+        .split("\n")
+        .filter((line) => line.includes(`:${p.name}:`)),
+    });
+  }
+  return { sandboxes, seen };
+}
+
+/** MACs, ptp's host-side veth name and the sandbox path differ from run to run: placeholders. */
+function normalized(value: unknown, sandbox: Sandbox): unknown {
+  if (typeof value === "string") {
+    if (/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(value)) return "<mac>";
+    if (/^veth[0-9a-f]{8}$/.test(value)) return "<veth>";
+    if (value === nsPath(sandbox.ns)) return "<netns>";
+    return value;
+  }
+  if (Array.isArray(value)) return value.map((v) => normalized(v, sandbox));
+  if (value && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, normalized(v, sandbox)]));
+  return value;
+}
+
+function withoutMacs(kernel: PodKernel): PodKernel {
+  return { ...kernel, links: kernel.links.map((l) => ({ ...l, address: l.ifname === "lo" ? l.address : "<mac>" })) };
+}
+
+function macOf(kernel: PodKernel, ifname: string): string {
+  const found = kernel.links.find((l) => l.ifname === ifname);
+  if (!found) throw new Error(`no ${ifname} in the pod`);
+  return found.address;
+}
+
+/** upstream's network-status text (NAD client `CreateNetworkStatuses`): each entry indented by 4, joined by ",". */
+function statusText(entries: Record<string, unknown>[]): string {
+  return `[${entries.map((e) => JSON.stringify(e, null, 4)).join(",")}]`;
+}
+
+/** What every pod must show after ADD, whichever multus made it. */
+function expectPod(s: Seen, p: PodPlan, primaryName: string): void {
+  const gw = p.eth0.replace(/\.\d+\/24$/, ".1");
+  const subnet = p.eth0.replace(/\.\d+\/24$/, ".0/24");
+  const network = p.network ?? "macvlan-conf";
+  expect(s.result).toEqual({
+    cniVersion: "1.0.0",
+    interfaces: [
+      { name: "<veth>", mac: "<mac>" },
+      { name: "eth0", mac: "<mac>", sandbox: "<netns>" },
+    ],
+    ips: [{ address: p.eth0, gateway: gw, interface: 1 }],
+    routes: [{ dst: "0.0.0.0/0", gw }],
+  });
+  expect(withoutMacs(s.kernel)).toEqual({
+    links: [
+      { ifname: "eth0", kind: "veth", mtu: 1500, operstate: "UP", address: "<mac>", addresses: [p.eth0] },
+      { ifname: "lo", kind: "", mtu: 65536, operstate: "UNKNOWN", address: "00:00:00:00:00:00", addresses: ["127.0.0.1/8"] },
+      { ifname: "net1", kind: p.kind ?? "macvlan", mtu: 1500, operstate: "UP", address: "<mac>", addresses: [p.net1] },
+    ],
+    routes: [
+      `${subnet} via ${gw} dev eth0 scope global`,
+      `${gw} dev eth0 scope link`,
+      `${p.net1.replace(/\.\d+\/24$/, ".0/24")} dev net1 scope link`,
+      `default via ${gw} dev eth0 scope global`,
+    ],
+  });
+  // Byte for byte, the MACs being the kernel's.
+  expect(s.status).toBe(
+    statusText([
+      { name: primaryName, interface: "eth0", ips: [p.eth0.split("/")[0]], mac: macOf(s.kernel, "eth0"), default: true, dns: {}, gateway: [gw] },
+      { name: `default/${network}`, interface: "net1", ips: [p.net1.split("/")[0]], mac: macOf(s.kernel, "net1"), dns: {} },
+    ]),
+  );
+  expect(s.events).toEqual([
+    { type: "Normal", reason: "AddedInterface", message: `Add eth0 [${p.eth0}] from ${primaryName}`, component: "multus" },
+    { type: "Normal", reason: "AddedInterface", message: `Add net1 [${p.net1}] from default/${network}`, component: "multus" },
+  ]);
+  // upstream's log line per delegate: `<RFC 3339> [verbose] Add: <ns>:<pod>:<uid>:<name>(<network name>):<ifname> <result>`.
+  const stamp = String.raw`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[verbose\] Add: default:${p.name}:[0-9a-f-]{36}:`;
+  const networkName = primaryName.includes("/") ? primaryName.split("/")[1] : primaryName;
+  expect(s.log.map((line) => line.replace(/ \{.*$/, ""))).toEqual([
+    expect.stringMatching(new RegExp(`${stamp}${primaryName.replace("/", "\\/")}\\(${networkName}\\):eth0$`)),
+    expect.stringMatching(new RegExp(`${stamp}default\\/${network}\\(${network}\\):net1$`)),
+  ]);
+}
+
+/**
+ * DEL of every sandbox through `impl`, then again through ours (a repeated DEL succeeds; upstream's
+ * own repeat rebuilds the delegates from a conflist file and fails, its issue #1449); then nothing
+ * may be left.
+ */
+async function delPods(impl: Impl, sandboxes: Sandbox[], extra: Record<string, unknown>): Promise<void> {
+  for (const by of [impl, "ours"] as const) {
+    for (const sandbox of [...sandboxes].reverse()) {
+      const out = multus(by, sandbox, "DEL", multusConf(sandbox.node, by, extra));
+      expect(out.code, `${by} DEL ${sandbox.pod.name}: ${out.stdout}${out.stderr}`).toBe(0);
+    }
+  }
+  for (const sandbox of sandboxes) {
+    expect(
+      podKernel(sandbox.ns).links.map((l) => l.ifname),
+      `${sandbox.pod.name}'s links`,
+    ).toEqual(["lo"]);
+    deleteNetns(sandbox.ns);
+  }
+  for (const node of new Set(sandboxes.map((s) => s.node))) {
+    expect(hostLinks(node), `${node.name}: host-side links`).toEqual([]);
+    // host-local's leases, the node's own or (cluster network from a NAD) the run's shared folder.
+    expect(hostLocalLeases(node), `${node.name}: host-local leases`).toEqual([]);
+    expect(
+      filesUnder(join(node.dir, "..", "host-local")).filter((file) => /\d+\.\d+\.\d+\.\d+$/.test(file)),
+      "host-local leases of the NAD's folder",
+    ).toEqual([]);
+    expect(filesUnder(node.cniDir), `${node.name}: files in cniDir`).toEqual([]);
+  }
+  expect(await poolEntries(api), "IPPool entries").toEqual([]);
+}
+
+/**
+ * The side-by-side cases for one way of giving the cluster network: upstream ADDs and ours DELs
+ * (upgrade), ours ADDs and upstream DELs (downgrade), and both ADDs agree.
+ */
+function sideBySide(o: { primaryName: string; plan: PodPlan[]; extra: (nodes: MultusNode[]) => Promise<Record<string, unknown>> }): void {
+  let upstreamSeen: Seen[] | undefined;
+
+  test("upstream v4.3.0 ADD: result, kernel, IPPool, network-status, events, log; then our DEL of its attachments (in-place upgrade) leaves nothing", async () => {
+    const nodes = freshNodes();
+    const extra = await o.extra(nodes);
+    const { sandboxes, seen } = await addPods("upstream", nodes, o.plan, extra);
+    for (const [i, p] of o.plan.entries()) expectPod(seen[i]!, p, o.primaryName);
+    expect(await poolEntries(api)).toEqual(o.plan.map((p) => `${p.net1.split("/")[0]}=default/${p.name} net1`).sort());
+    // upstream's scratch cache and libcni's result cache, which our DEL must read.
+    expect(filesUnder(nodes[0]!.cniDir)).toEqual([
+      "ctr-pod0",
+      "ctr-pod1",
+      "results/macvlan-conf-ctr-pod0-net1",
+      "results/macvlan-conf-ctr-pod1-net1",
+      "results/podnet-ctr-pod0-eth0",
+      "results/podnet-ctr-pod1-eth0",
+    ]);
+    upstreamSeen = seen;
+    await delPods("ours", sandboxes, extra);
+  }, 120_000);
+
+  test("ours ADD: the same result, kernel state, IPPool, network-status, events and log as upstream's; then upstream's DEL of ours (downgrade) leaves nothing", async () => {
+    const nodes = freshNodes();
+    const extra = await o.extra(nodes);
+    const { sandboxes, seen } = await addPods("ours", nodes, o.plan, extra);
+    for (const [i, p] of o.plan.entries()) expectPod(seen[i]!, p, o.primaryName);
+    expect(await poolEntries(api)).toEqual(o.plan.map((p) => `${p.net1.split("/")[0]}=default/${p.name} net1`).sort());
+    expect(upstreamSeen, "upstream's run did not complete: nothing to compare with").toBeDefined();
+    const comparable = (s: Seen) => ({ result: s.result, kernel: withoutMacs(s.kernel), events: s.events, log: s.log.length });
+    expect(seen.map(comparable)).toEqual(upstreamSeen!.map(comparable));
+    await delPods("upstream", sandboxes, extra);
+  }, 120_000);
+}
+
+describe("clusterNetwork a conflist file path (upstream ptp + host-local), pods on two nodes", () => {
+  sideBySide({
+    primaryName: "podnet",
+    plan: [
+      { name: "pod0", node: 0, eth0: "10.244.0.2/24", net1: "192.168.20.10/24" },
+      { name: "pod1", node: 0, eth0: "10.244.0.3/24", net1: "192.168.20.11/24" },
+      { name: "pod2", node: 1, eth0: "10.244.1.2/24", net1: "192.168.20.12/24" },
+    ],
+    extra: async () => ({}),
+  });
+
+  test("a difference: upstream's DEL loses the conflist file's plugin keys (its issues #1449, #1454) and fails; ours ADD and DEL of the same pod succeed", async () => {
+    const nodes = freshNodes();
+    const plan = [{ name: "pod0", node: 0, eth0: "10.244.0.2/24", net1: "192.168.20.10/24" }];
+    const upstream = await addPods("upstream", nodes, plan, {});
+    const [sandbox] = upstream.sandboxes;
+    // upstream caches the conflist re-marshalled without ptp's ipam, and DEL runs that.
+    const del = multus("upstream", sandbox!, "DEL", multusConf(sandbox!.node, "upstream"));
+    expect(del.json).toEqual({
+      code: 999,
+      msg: 'DelegateDel: error invoking ConflistDel - "podnet": conflistDel: error in getting result from DelNetworkList: plugin type="ptp" failed (delete): no IP ranges specified',
+    });
+    // What upstream left (eth0, its host-local lease, libcni's cache of eth0), ours cleans up.
+    await delPods("ours", upstream.sandboxes, {});
+
+    const ours = await addPods("ours", freshNodes(), plan, {});
+    expectPod(ours.seen[0]!, plan[0]!, "podnet");
+    await delPods("ours", ours.sandboxes, {});
+  }, 120_000);
+});
+
+describe("clusterNetwork a NAD in kube-system", () => {
+  sideBySide({
+    primaryName: "kube-system/podnet",
+    // One NAD for every node: one subnet, one host-local folder (the run's).
+    plan: [
+      { name: "pod0", node: 0, eth0: "10.244.0.2/24", net1: "192.168.20.10/24" },
+      { name: "pod1", node: 0, eth0: "10.244.0.3/24", net1: "192.168.20.11/24" },
+      { name: "pod2", node: 1, eth0: "10.244.0.4/24", net1: "192.168.20.12/24" },
+    ],
+    extra: async (nodes) => {
+      await createNad(api, "kube-system", "podnet", primaryNetwork(join(nodes[0]!.dir, "..", "host-local"), 0));
+      return { clusterNetwork: "podnet" };
+    },
+  });
+});
+
+describe("an ipvlan NAD (ipvlan + whereabouts)", () => {
+  test("upstream ADD, our DEL; ours ADD, the same as upstream's, upstream's DEL", async () => {
+    if (!hostSupportsIpvlan()) {
+      throw new Error(
+        "this kernel has no IPVLAN (`ip link add ... type ipvlan` fails), and this case cannot move to the qemu guest of " +
+          "conformance/guest: multus, the pod and the API server must share one kernel and the guest has no network to the " +
+          "API server. Run it on a host whose kernel has IPVLAN; ipvlan itself is covered in the guest by conformance/ipvlan.test.ts.",
+      );
+    }
+    await createNad(api, "default", "ipvlan-conf", {
+      cniVersion: "1.0.0",
+      name: "ipvlan-conf",
+      type: "ipvlan",
+      master: "m0",
+      mode: "l2",
+      ipam: {
+        ...(macvlanWhereabouts(where).ipam as Record<string, unknown>),
+        range: "192.168.30.0/24",
+        range_start: "192.168.30.10",
+        range_end: "192.168.30.100",
+        gateway: "192.168.30.1",
+      },
+    });
+    const plan = [{ name: "pod3", node: 0, eth0: "10.244.0.2/24", net1: "192.168.30.10/24", network: "ipvlan-conf", kind: "ipvlan" }];
+    const upstream = await addPods("upstream", freshNodes(), plan, {});
+    expectPod(upstream.seen[0]!, plan[0]!, "podnet");
+    expect(await poolEntries(api, "192.168.30.0-24")).toEqual(["192.168.30.10=default/pod3 net1"]);
+    await delPods("ours", upstream.sandboxes, {});
+    expect(await poolEntries(api, "192.168.30.0-24")).toEqual([]);
+
+    const ours = await addPods("ours", freshNodes(), plan, {});
+    expectPod(ours.seen[0]!, plan[0]!, "podnet");
+    expect(ours.seen[0]!.result).toEqual(upstream.seen[0]!.result);
+    expect(withoutMacs(ours.seen[0]!.kernel)).toEqual(withoutMacs(upstream.seen[0]!.kernel));
+    await delPods("upstream", ours.sandboxes, {});
+    expect(await poolEntries(api, "192.168.30.0-24")).toEqual([]);
+  }, 120_000);
+});
