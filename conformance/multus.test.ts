@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cleanup, cni, deleteNetns, netns, nsPath, sweepStale, type CniOutput } from "./harness.ts";
+import { cleanup, deleteNetns, netns, nsPath, sweepStale } from "./harness.ts";
 import { hostSupportsIpvlan } from "./guest/guest.ts";
 import { startCluster, type Cluster } from "./kube/cluster.ts";
 import { AdminApi } from "./kube/objects.ts";
@@ -28,22 +28,22 @@ import {
   hostLinks,
   hostLocalLeases,
   macvlanWhereabouts,
-  multusBinary,
   multusConf,
   multusNode,
   podAnnotations,
-  podArgs,
   podEvents,
   podKernel,
   poolEntries,
   primaryNetwork,
   requiredBinaries,
+  runMultus,
   site,
   type Impl,
   type MultusNode,
   type PodEvent,
   type PodKernel,
   type PodRef,
+  type Sandbox,
   type Site,
 } from "./kube/multus.ts";
 
@@ -71,14 +71,6 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** One pod sandbox: the pod object, its node, its namespace and container ID. */
-interface Sandbox {
-  pod: PodRef;
-  node: MultusNode;
-  ns: string;
-  containerId: string;
-}
-
 /** What one pod's ADD produced, everything read back. */
 interface Seen {
   code: number;
@@ -99,20 +91,7 @@ interface PodPlan {
   kind?: string;
 }
 
-function multus(impl: Impl, sandbox: Sandbox, command: "ADD" | "DEL" | "CHECK", conf: Record<string, unknown>): CniOutput {
-  return cni(
-    multusBinary(impl),
-    {
-      command,
-      containerId: sandbox.containerId,
-      netns: nsPath(sandbox.ns),
-      ifName: "eth0",
-      args: podArgs(sandbox.pod, sandbox.containerId),
-      path: sandbox.node.binDir(impl),
-    },
-    conf,
-  );
-}
+const multus = runMultus;
 
 /** Fresh nodes for a run: same names, new namespaces and files (host-local hands out .2 again). */
 function freshNodes(): MultusNode[] {

@@ -20,19 +20,19 @@
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import { BIN, ROOT, UPSTREAM_BIN, ip, node, type Node } from "../harness.ts";
+import { BIN, ROOT, UPSTREAM_BIN, cni, ip, netns, node, nsPath, type CniCall, type CniOutput, type Node } from "../harness.ts";
 import type { Cluster } from "./cluster.ts";
 import type { AdminApi } from "./objects.ts";
 
 export const MULTUS = join(BIN, "multus");
-export const UPSTREAM_MULTUS_DIR = join(ROOT, ".cache/upstream/multus-v4.3.0");
-export const UPSTREAM_MULTUS = join(UPSTREAM_MULTUS_DIR, "multus");
+const UPSTREAM_MULTUS_DIR = join(ROOT, ".cache/upstream/multus-v4.3.0");
+const UPSTREAM_MULTUS = join(UPSTREAM_MULTUS_DIR, "multus");
 const UPSTREAM_WHEREABOUTS = join(ROOT, ".cache/upstream/whereabouts-v0.9.4/whereabouts");
 
 /** Which multus, with its own delegates (macvlan, ipvlan, whereabouts, passthru). */
 export type Impl = "ours" | "upstream";
 
-export function multusBinary(impl: Impl): string {
+function multusBinary(impl: Impl): string {
   return impl === "ours" ? MULTUS : UPSTREAM_MULTUS;
 }
 
@@ -264,7 +264,7 @@ export function macvlanWhereabouts(where: Site, name = "macvlan-conf", extraIpam
 
 // ---- API objects -------------------------------------------------------------------------------
 
-export const NAD_API = "/apis/k8s.cni.cncf.io/v1";
+const NAD_API = "/apis/k8s.cni.cncf.io/v1";
 
 export interface PodRef {
   namespace: string;
@@ -307,7 +307,7 @@ export async function createPod(api: AdminApi, namespace: string, name: string, 
   return { namespace, name, uid: pod.metadata.uid };
 }
 
-export async function deletePod(api: AdminApi, namespace: string, name: string): Promise<void> {
+async function deletePod(api: AdminApi, namespace: string, name: string): Promise<void> {
   await api.send("DELETE", `/api/v1/namespaces/${namespace}/pods/${name}?gracePeriodSeconds=0`);
   // Without kubelet a pod is gone at once with grace 0; wait for the read to agree.
   for (let waited = 0; await api.send("GET", `/api/v1/namespaces/${namespace}/pods/${name}`); waited += 50) {
@@ -439,6 +439,57 @@ export function hostLocalLeases(n: MultusNode): string[] {
 }
 
 /** CNI_ARGS as containerd sends them. */
-export function podArgs(ref: PodRef, containerId: string): string {
+function podArgs(ref: PodRef, containerId: string): string {
   return `IgnoreUnknown=1;K8S_POD_NAMESPACE=${ref.namespace};K8S_POD_NAME=${ref.name};K8S_POD_INFRA_CONTAINER_ID=${containerId};K8S_POD_UID=${ref.uid}`;
+}
+
+/** One pod sandbox: the pod object, its node, its namespace and container ID. */
+export interface Sandbox {
+  pod: PodRef;
+  node: MultusNode;
+  ns: string;
+  containerId: string;
+}
+
+/** multus run as containerd runs it for the sandbox: eth0, the pod's CNI_ARGS, the node's bin dir as CNI_PATH. */
+export function runMultus(impl: Impl, sandbox: Sandbox, command: CniCall["command"], conf: unknown, env: CniCall["env"] = {}): CniOutput {
+  return cni(
+    multusBinary(impl),
+    {
+      command,
+      containerId: sandbox.containerId,
+      netns: nsPath(sandbox.ns),
+      ifName: "eth0",
+      args: podArgs(sandbox.pod, sandbox.containerId),
+      path: sandbox.node.binDir(impl),
+      env,
+    },
+    conf,
+  );
+}
+
+/**
+ * What a sandbox and its node still hold besides the sandbox's loopback: links in the pod, links,
+ * host-local leases and cniDir files on the node. Empty everywhere once the sandbox is gone.
+ */
+export function leftovers(sandbox: Sandbox): { podLinks: string[]; hostLinks: string[]; leases: string[]; cniDir: string[] } {
+  return {
+    podLinks: podKernel(sandbox.ns)
+      .links.map((l) => l.ifname)
+      .filter((name) => name !== "lo"),
+    hostLinks: hostLinks(sandbox.node),
+    leases: hostLocalLeases(sandbox.node),
+    cniDir: filesUnder(sandbox.node.cniDir),
+  };
+}
+
+/** A pod object on the node with the given annotations, and a fresh namespace for its sandbox. */
+export async function newSandbox(api: AdminApi, n: MultusNode, name: string, annotations: Record<string, string>, namespace = "default"): Promise<Sandbox> {
+  const pod = await createPod(api, namespace, name, n.name, annotations);
+  return { pod, node: n, ns: netns("pod"), containerId: `ctr-${name}` };
+}
+
+/** Adds a plugin script to both of the node's bin dirs (a failing IPAM, say). */
+export function addPlugin(n: MultusNode, name: string, text: string): void {
+  for (const impl of ["ours", "upstream"] as const) script(join(n.binDir(impl), name), text);
 }
