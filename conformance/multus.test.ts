@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cleanup, deleteNetns, netns, nsPath, sweepStale } from "./harness.ts";
+import { cleanup, deleteNetns, netns, nsPath, sweepStale, type CniOutput } from "./harness.ts";
 import { hostSupportsIpvlan } from "./guest/guest.ts";
 import { startCluster, type Cluster } from "./kube/cluster.ts";
 import { AdminApi } from "./kube/objects.ts";
@@ -27,6 +27,7 @@ import {
   filesUnder,
   hostLinks,
   hostLocalLeases,
+  leftovers,
   macvlanWhereabouts,
   multusConf,
   multusNode,
@@ -366,4 +367,133 @@ describe("an ipvlan NAD (ipvlan + whereabouts)", () => {
     await delPods("upstream", ours.sandboxes, {});
     expect(await poolEntries(api, "192.168.30.0-24")).toEqual([]);
   }, 120_000);
+});
+
+/**
+ * One pod on a fresh node through `impl`: ADD's output, the pod's view, libcni's cached results.
+ * The cluster network is the NAD kube-system/podnet (ptp + host-local on the node's folder): from a
+ * conflist file, upstream's DEL and our DEL of upstream's attachment fail (first describe), which
+ * is not what these cases are about.
+ */
+async function onePod(
+  impl: Impl,
+  annotations: Record<string, string>,
+  o: { uid?: string; createPod?: boolean; primary?: (node: MultusNode) => Record<string, unknown> } = {},
+): Promise<{ out: CniOutput; sandbox: Sandbox; kernel: PodKernel; status: string | undefined; cache: Record<string, unknown> }> {
+  const [node] = freshNodes();
+  await createNad(api, "kube-system", "podnet", o.primary ? o.primary(node!) : primaryNetwork(node!.hostLocalDir, 0));
+  const pod =
+    o.createPod === false
+      ? { namespace: "default", name: "pod-gone", uid: "00000000-0000-0000-0000-000000000000" }
+      : await createPod(api, "default", "pod-x", node!.name, annotations);
+  const sandbox = { pod: { ...pod, ...(o.uid ? { uid: o.uid } : {}) }, node: node!, ns: netns("pod"), containerId: "ctr-x" };
+  const out = multus(impl, sandbox, "ADD", multusConf(node!, impl, { clusterNetwork: "podnet" }));
+  const cache: Record<string, unknown> = {};
+  for (const file of filesUnder(join(node!.cniDir, "results"))) {
+    cache[file] = (JSON.parse(readFileSync(join(node!.cniDir, "results", file), "utf8")) as { result?: unknown }).result;
+  }
+  return {
+    out,
+    sandbox,
+    kernel: podKernel(sandbox.ns),
+    status: o.createPod === false ? undefined : (await podAnnotations(api, pod))[NETWORK_STATUS],
+    cache: normalized(cache, sandbox) as Record<string, unknown>,
+  };
+}
+
+/** DEL by ours, then nothing of the sandbox left. */
+async function cleanUp(sandbox: Sandbox): Promise<void> {
+  const out = multus("ours", sandbox, "DEL", multusConf(sandbox.node, "ours", { clusterNetwork: "podnet" }));
+  expect(out.code, `DEL: ${out.stdout}`).toBe(0);
+  expect(leftovers(sandbox)).toEqual({ podLinks: [], hostLinks: [], leases: [], cniDir: [] });
+  expect(await poolEntries(api)).toEqual([]);
+  deleteNetns(sandbox.ns);
+}
+
+describe("kept from upstream, side by side", () => {
+  test("default-route in the annotation: ours moves the pod's default route to net1 and rewrites libcni's cached results; upstream v4.3.0 changes nothing (the netlink regression of its PR #1552); the same result and network-status", async () => {
+    const seen = new Map<Impl, Awaited<ReturnType<typeof onePod>>>();
+    for (const impl of ["ours", "upstream"] as const) {
+      const one = await onePod(impl, { "k8s.v1.cni.cncf.io/networks": '[{"name":"macvlan-conf","default-route":["192.168.20.1"]}]' });
+      expect(one.out.code, `${impl}: ${one.out.stdout}`).toBe(0);
+      seen.set(impl, one);
+      await cleanUp(one.sandbox);
+    }
+    const ours = seen.get("ours")!;
+    const upstream = seen.get("upstream")!;
+    const routes = ["10.244.0.0/24 via 10.244.0.1 dev eth0 scope global", "10.244.0.1 dev eth0 scope link", "192.168.20.0/24 dev net1 scope link"];
+    expect(ours.kernel.routes).toEqual([...routes, "default via 192.168.20.1 dev net1 scope global"]);
+    expect(upstream.kernel.routes, "upstream v4.3.0").toEqual([...routes, "default via 10.244.0.1 dev eth0 scope global"]);
+    const net1 = {
+      cniVersion: "1.0.0",
+      interfaces: [{ name: "net1", mac: "<mac>", sandbox: "<netns>" }],
+      ips: [{ address: "192.168.20.10/24", gateway: "192.168.20.1", interface: 0 }],
+    };
+    const eth0 = {
+      cniVersion: "1.0.0",
+      interfaces: [
+        { name: "<veth>", mac: "<mac>" },
+        { name: "eth0", mac: "<mac>", sandbox: "<netns>" },
+      ],
+      ips: [{ address: "10.244.0.2/24", gateway: "10.244.0.1", interface: 1 }],
+    };
+    // What a later CHECK compares the pod with: the routes as they now are.
+    expect(ours.cache).toEqual({
+      "macvlan-conf-ctr-x-net1": { ...net1, routes: [{ dst: "0.0.0.0/0", gw: "192.168.20.1" }] },
+      "podnet-ctr-x-eth0": eth0,
+    });
+    expect(upstream.cache, "upstream v4.3.0").toEqual({
+      "macvlan-conf-ctr-x-net1": { ...net1, routes: [{ dst: "0.0.0.0/0", gw: "192.168.20.1" }] },
+      "podnet-ctr-x-eth0": eth0,
+    });
+    expect(normalized(ours.out.json, ours.sandbox)).toEqual(normalized(upstream.out.json, upstream.sandbox));
+    // The annotation keeps each delegate's own gateways: the same text once the MACs are the same.
+    const macs = (text: string | undefined) => text?.replace(/"mac": "[0-9a-f:]+"/g, '"mac": "<mac>"');
+    expect(macs(ours.status)).toBe(macs(upstream.status));
+  }, 60_000);
+
+  test("a pod the API does not know: success with upstream's empty result, no delegate run", async () => {
+    for (const impl of ["upstream", "ours"] as const) {
+      const one = await onePod(impl, {}, { createPod: false });
+      expect(one.out.json, impl).toEqual({
+        cniVersion: "1.0.0",
+        interfaces: [{ name: "eth0", sandbox: nsPath(one.sandbox.ns) }],
+        ips: [{ address: "0.0.0.0/0", gateway: "0.0.0.0" }],
+      });
+      expect(leftovers(one.sandbox), impl).toEqual({ podLinks: [], hostLinks: [], leases: [], cniDir: [] });
+      deleteNetns(one.sandbox.ns);
+    }
+  });
+
+  test("a K8S_POD_UID that is not the API's: refused naming both UIDs, nothing added", async () => {
+    for (const impl of ["upstream", "ours"] as const) {
+      const one = await onePod(impl, { "k8s.v1.cni.cncf.io/networks": "macvlan-conf" }, { uid: "11111111-2222-3333-4444-555555555555" });
+      expect(one.out.code, impl).toBe(1);
+      expect(one.out.json?.msg, impl).toMatch(/expected pod UID "11111111-2222-3333-4444-555555555555" but got "[0-9a-f-]{36}" from Kube API/);
+      expect(leftovers(one.sandbox), impl).toEqual({ podLinks: [], hostLinks: [], leases: [], cniDir: [] });
+      deleteNetns(one.sandbox.ns);
+    }
+  });
+});
+
+describe("deliberate differences (docs/multus.md)", () => {
+  test('a default route without a gateway: upstream writes the gateway "<nil>" in network-status, ours leaves the key out', async () => {
+    const texts = new Map<Impl, string | undefined>();
+    for (const impl of ["upstream", "ours"] as const) {
+      const one = await onePod(
+        impl,
+        { "k8s.v1.cni.cncf.io/networks": "macvlan-conf" },
+        { primary: (node) => primaryNetwork(node.hostLocalDir, 0, { gateway: false }) },
+      );
+      expect(one.out.code, `${impl}: ${one.out.stdout}`).toBe(0);
+      const eth0 = { name: "kube-system/podnet", interface: "eth0", ips: ["10.244.0.2"], mac: macOf(one.kernel, "eth0"), default: true, dns: {} };
+      const net1 = { name: "default/macvlan-conf", interface: "net1", ips: ["192.168.20.10"], mac: macOf(one.kernel, "net1"), dns: {} };
+      texts.set(impl, one.status);
+      // Go's encoder writes < and > as \u003c and \u003e.
+      const expected =
+        impl === "upstream" ? statusText([{ ...eth0, gateway: ["<nil>"] }, net1]).replace("<nil>", "\\u003cnil\\u003e") : statusText([eth0, net1]);
+      expect(one.status, impl).toBe(expected);
+      await cleanUp(one.sandbox);
+    }
+  }, 60_000);
 });
