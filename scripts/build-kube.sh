@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds the real kube-apiserver and etcd that the Kubernetes tests, benchmarks and demo run,
-# from the Go modules pinned in tools/kube, into a git-ignored cache. A cold build takes many
+# Builds the real kube-apiserver and etcd that the Kubernetes tests, benchmarks and demo run, and
+# the kubelet of the node tests (conformance/node/), from the Go modules pinned in tools/kube, into
+# a git-ignored cache. A cold build takes many
 # minutes on two cores; a cached one is reused at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KUBE_VERSION=v1.36.3
 OUT=".cache/kube/$KUBE_VERSION"
-if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/etcd" ] && [ -x "$OUT/kubectl" ]; then
-  echo "kube-apiserver, etcd and kubectl cached in $OUT"
+if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/etcd" ] && [ -x "$OUT/kubectl" ] && [ -x "$OUT/kubelet" ]; then
+  echo "kube-apiserver, etcd, kubectl and kubelet cached in $OUT"
   exit 0
 fi
 command -v go >/dev/null || { echo "go is required to build kube-apiserver and etcd" >&2; exit 1; }
@@ -33,6 +34,8 @@ build() { # build <name> <package> <extra ldflags>: skipped when already built
 build etcd go.etcd.io/etcd/server/v3 ""
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$version_flags"
 build kubectl k8s.io/kubernetes/cmd/kubectl "$version_flags"
+# kubelet shares most packages with kube-apiserver: a few minutes more on a cold build.
+build kubelet k8s.io/kubernetes/cmd/kubelet "$version_flags"
 echo "built in $(( $(date +%s) - started )) s:"
 ls -la "../../$OUT"
 exit 0
