@@ -7,7 +7,7 @@
  * binary behaves otherwise on the same input, the case runs it too and says what it does.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cleanup, cni, deleteNetns, netns, sh, sweepStale } from "./harness.ts";
@@ -18,6 +18,7 @@ import {
   addPlugin,
   createNad,
   deleteEvents,
+  deletePod,
   filesUnder,
   leftovers,
   macvlanWhereabouts,
@@ -228,5 +229,39 @@ describe("events and error codes", () => {
     expect(upstream.json, "upstream v4.3.0").toMatchObject({ code: 999, msg: expect.stringContaining("no addresses left") });
     deleteNetns(upstreamSandbox.ns);
     for (const ns of [upstreamNode.host.ns, upstreamNode.host.wire]) deleteNetns(ns);
+  });
+});
+
+describe("DEL without multus' cache", () => {
+  test("pod deleted and the scratch cache gone: ours DELs from libcni's result cache and leaves nothing; upstream returns success and leaks the pod's links and addresses", async () => {
+    const left = new Map<string, ReturnType<typeof leftovers>>();
+    for (const impl of ["upstream", "ours"] as const) {
+      const node = freshNode();
+      // The cluster network from a NAD: from a conflist file upstream's DEL fails anyway (multus.test.ts).
+      await createNad(api, "kube-system", "podnet", primaryNetwork(node.hostLocalDir, node.index));
+      const conf = multusConf(node, impl, { clusterNetwork: "podnet" });
+      const sandbox = await newSandbox(api, node, `pod-nocache-${impl}`, { [NETWORKS]: "macvlan-conf" });
+      expect(runMultus(impl, sandbox, "ADD", conf).code, impl).toBe(0);
+      unlinkSync(join(node.cniDir, sandbox.containerId));
+      await deletePod(api, "default", sandbox.pod.name);
+      const del = runMultus(impl, sandbox, "DEL", conf);
+      expect(del, impl).toMatchObject({ code: 0, stdout: "" });
+      left.set(impl, leftovers(sandbox));
+      if (impl === "upstream") {
+        expect(await poolEntries(api), "upstream leaks the IPPool entry").toEqual([`192.168.20.10=default/${sandbox.pod.name} net1`]);
+        // Ours, run next on the same node, cleans up what upstream left: an in-place upgrade after the leak.
+        expect(runMultus("ours", sandbox, "DEL", multusConf(node, "ours", { clusterNetwork: "podnet" })).code).toBe(0);
+      }
+      expect(leftovers(sandbox), impl).toEqual({ podLinks: [], hostLinks: [], leases: [], cniDir: [] });
+      expect(await poolEntries(api), impl).toEqual([]);
+      deleteNetns(sandbox.ns);
+    }
+    expect(left.get("upstream"), "what upstream v4.3.0's DEL left").toEqual({
+      podLinks: ["eth0", "net1"],
+      hostLinks: [expect.stringMatching(/^veth/)],
+      leases: [expect.stringMatching(/^podnet\/10\.244\.\d+\.2$/)],
+      cniDir: ["results/macvlan-conf-ctr-pod-nocache-upstream-net1", "results/podnet-ctr-pod-nocache-upstream-eth0"],
+    });
+    expect(left.get("ours")).toEqual({ podLinks: [], hostLinks: [], leases: [], cniDir: [] });
   });
 });

@@ -307,7 +307,7 @@ export async function createPod(api: AdminApi, namespace: string, name: string, 
   return { namespace, name, uid: pod.metadata.uid };
 }
 
-async function deletePod(api: AdminApi, namespace: string, name: string): Promise<void> {
+export async function deletePod(api: AdminApi, namespace: string, name: string): Promise<void> {
   await api.send("DELETE", `/api/v1/namespaces/${namespace}/pods/${name}?gracePeriodSeconds=0`);
   // Without kubelet a pod is gone at once with grace 0; wait for the read to agree.
   for (let waited = 0; await api.send("GET", `/api/v1/namespaces/${namespace}/pods/${name}`); waited += 50) {
