@@ -13,15 +13,19 @@
  * upgrade and downgrade, which must leave no link, address, IPPool entry or file.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cleanup, deleteNetns, netns, nsPath, sweepStale, type CniOutput } from "./harness.ts";
+import { ROOT, cleanup, cni, deleteNetns, netns, nsPath, sweepStale, type CniOutput } from "./harness.ts";
 import { hostSupportsIpvlan } from "./guest/guest.ts";
-import { startCluster, type Cluster } from "./kube/cluster.ts";
+import { parseAllDocuments } from "yaml";
+import { KUBE_BIN, startCluster, type Cluster } from "./kube/cluster.ts";
 import { AdminApi } from "./kube/objects.ts";
 import {
+  MULTUS,
   createNad,
+  createNode,
   createPod,
   deleteEvents,
   filesUnder,
@@ -30,6 +34,7 @@ import {
   leftovers,
   macvlanWhereabouts,
   multusConf,
+  multusKubeconfigText,
   multusNode,
   podAnnotations,
   podEvents,
@@ -496,4 +501,132 @@ describe("deliberate differences (docs/multus.md)", () => {
       await cleanUp(one.sandbox);
     }
   }, 60_000);
+});
+
+describe("RBAC: ours as the service account kube-system/multus, with deploy/multus-rbac.yaml", () => {
+  const RBAC = join(ROOT, "deploy/multus-rbac.yaml");
+
+  interface Rule {
+    apiGroups: string[];
+    resources: string[];
+    verbs: string[];
+  }
+  interface Document {
+    kind: string;
+    metadata: { name: string; namespace?: string };
+    rules?: Rule[];
+  }
+
+  function canI(sa: string, verb: string, resource: string, subresource?: string): boolean {
+    const run = spawnSync(
+      join(KUBE_BIN, "kubectl"),
+      [
+        `--kubeconfig=${cluster.kubeconfig}`,
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        ...(subresource ? [`--subresource=${subresource}`] : []),
+        "-n",
+        "default",
+        `--as=${sa}`,
+      ],
+      { encoding: "utf8" },
+    );
+    return run.stdout.trim() === "yes";
+  }
+
+  /** The authorizer follows the API by a watch: wait until it has the role as applied. */
+  async function until(check: () => boolean): Promise<void> {
+    for (let waited = 0; !check(); waited += 100) {
+      if (waited > 10_000) throw new Error("the role is not in force 10 s after applying it");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** A node whose multus kubeconfig holds a token of service account kube-system/<sa>. */
+  function nodeAs(sa: string): MultusNode {
+    const [node] = freshNodes();
+    const token = cluster.kubectl(["create", "token", sa, "-n", "kube-system", "--duration=1h"]).trim();
+    writeFileSync(node!.kubeconfig, multusKubeconfigText(cluster, token), { mode: 0o600 });
+    return node!;
+  }
+
+  beforeAll(async () => {
+    cluster.kubectl(["apply", "-f", RBAC]);
+    await until(() => canI("system:serviceaccount:kube-system:multus", "update", "pods", "status"));
+  });
+
+  test("every verb as the service account: ADD (a NAD with a nodeSelector: the node's labels read), network-status, events, CHECK, STATUS, GC, DEL", async () => {
+    const node = nodeAs("multus");
+    await createNode(api, node.name, { zone: "a" });
+    await createNad(api, "default", "zoned", macvlanWhereabouts(where, "zoned"), { "k8s.v1.cni.cncf.io/nodeSelector": "zone=a" });
+    await deleteEvents(api, "default");
+    const pod = await createPod(api, "default", "pod-rbac", node.name, { "k8s.v1.cni.cncf.io/networks": "zoned" });
+    const sandbox = { pod, node, ns: netns("pod"), containerId: "ctr-rbac" };
+    const conf = multusConf(node, "ours", { cniVersion: "1.1.0" });
+
+    const add = multus("ours", sandbox, "ADD", conf);
+    expect(add.code, add.stdout).toBe(0);
+    expect((await podAnnotations(api, pod))[NETWORK_STATUS]).toContain('"name": "default/zoned"');
+    expect((await podEvents(api, pod)).map((e) => `${e.reason} ${e.message}`)).toEqual([
+      "AddedInterface Add eth0 [10.244.0.2/24] from podnet",
+      "AddedInterface Add net1 [192.168.20.10/24] from default/zoned",
+    ]);
+    expect(multus("ours", sandbox, "CHECK", { ...conf, prevResult: add.json })).toMatchObject({ code: 0, stdout: "" });
+    expect(cni(MULTUS, { command: "STATUS", path: node.binDir("ours") }, conf)).toMatchObject({ code: 0, stdout: "" });
+    const gc = cni(
+      MULTUS,
+      { command: "GC", path: node.binDir("ours") },
+      { ...conf, "cni.dev/valid-attachments": [{ containerID: "ctr-rbac", ifname: "eth0" }] },
+    );
+    expect(gc, gc.stdout).toMatchObject({ code: 0, stdout: "" });
+    expect(multus("ours", sandbox, "DEL", conf)).toMatchObject({ code: 0, stdout: "" });
+    expect(leftovers(sandbox)).toEqual({ podLinks: [], hostLinks: [], leases: [], cniDir: [] });
+    expect(await poolEntries(api)).toEqual([]);
+    deleteNetns(sandbox.ns);
+  });
+
+  test("a role without pods/status update: ADD fails naming the refused write, and takes back every delegate it ran", async () => {
+    const documents = parseAllDocuments(readFileSync(RBAC, "utf8")).map((doc) => doc.toJSON() as Document);
+    const role = documents.find((doc) => doc.kind === "ClusterRole");
+    if (!role?.rules) throw new Error(`${RBAC} has no ClusterRole with rules`);
+    const limited = {
+      apiVersion: "v1",
+      kind: "List",
+      items: [
+        { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "multus-limited", namespace: "kube-system" } },
+        {
+          apiVersion: "rbac.authorization.k8s.io/v1",
+          kind: "ClusterRole",
+          metadata: { name: "multus-limited" },
+          rules: role.rules.filter((rule) => !rule.resources.includes("pods/status")),
+        },
+        {
+          apiVersion: "rbac.authorization.k8s.io/v1",
+          kind: "ClusterRoleBinding",
+          metadata: { name: "multus-limited" },
+          roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "multus-limited" },
+          subjects: [{ kind: "ServiceAccount", name: "multus-limited", namespace: "kube-system" }],
+        },
+      ],
+    };
+    cluster.kubectl(["apply", "-f", "-"], JSON.stringify(limited));
+    const sa = "system:serviceaccount:kube-system:multus-limited";
+    await until(() => canI(sa, "get", "pods"));
+    expect(canI(sa, "update", "pods", "status")).toBe(false);
+
+    const node = nodeAs("multus-limited");
+    const pod = await createPod(api, "default", "pod-limited", node.name, { "k8s.v1.cni.cncf.io/networks": "macvlan-conf" });
+    const sandbox = { pod, node, ns: netns("pod"), containerId: "ctr-limited" };
+    const add = multus("ours", sandbox, "ADD", multusConf(node, "ours"));
+    expect(add.code, add.stdout).toBe(1);
+    expect(add.json?.msg).toMatch(
+      /^\[default\/pod-limited\/[0-9a-f-]{36}\]: error setting the networks status: PUT \/api\/v1\/namespaces\/default\/pods\/pod-limited\/status: .*cannot update resource "pods\/status"/,
+    );
+    expect(leftovers(sandbox)).toEqual({ podLinks: [], hostLinks: [], leases: [], cniDir: [] });
+    expect(await poolEntries(api)).toEqual([]);
+    deleteNetns(sandbox.ns);
+    cluster.kubectl(["delete", "-f", "-"], JSON.stringify(limited));
+  });
 });

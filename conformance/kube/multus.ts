@@ -21,7 +21,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { BIN, ROOT, UPSTREAM_BIN, cni, ip, netns, node, nsPath, type CniCall, type CniOutput, type Node } from "../harness.ts";
-import type { Cluster } from "./cluster.ts";
+import { installerKubeconfigText, type Cluster } from "./cluster.ts";
 import type { AdminApi } from "./objects.ts";
 
 export const MULTUS = join(BIN, "multus");
@@ -96,8 +96,11 @@ function script(path: string, text: string): void {
   chmodSync(path, 0o755);
 }
 
-/** upstream multus' installer's kubeconfig (multus `cmd/thin_entrypoint`, §9.3 of the reference). */
-function multusKubeconfigText(cluster: Pick<Cluster, "server" | "caFile" | "adminToken">): string {
+/**
+ * upstream multus' installer's kubeconfig (multus `cmd/thin_entrypoint`, §9.3 of the reference):
+ * YAML, the CA inline, a token (the admin's unless another is given, a service account's say).
+ */
+export function multusKubeconfigText(cluster: Pick<Cluster, "server" | "caFile" | "adminToken">, token = cluster.adminToken): string {
   return [
     "# Kubeconfig file for Multus CNI plugin.",
     "apiVersion: v1",
@@ -110,7 +113,7 @@ function multusKubeconfigText(cluster: Pick<Cluster, "server" | "caFile" | "admi
     "users:",
     "- name: multus",
     "  user:",
-    `    token: "${cluster.adminToken}"`,
+    `    token: "${token}"`,
     "contexts:",
     "- name: multus-context",
     "  context:",
@@ -141,11 +144,16 @@ export function multusNode(where: Site, name: string, index: number): MultusNode
   mkdirSync(path("etc/cni/net.d/multus.d"), { recursive: true });
   writeFileSync(kubeconfig, multusKubeconfigText(where.cluster), { mode: 0o600 });
 
-  // whereabouts' flat file as upstream's installer writes it, plus our node state's folder.
+  // whereabouts' flat file and kubeconfig as upstream's installer writes them (its own, apart from
+  // multus'), plus our node state's folder.
   const whereaboutsState = path("var/lib/cni/whereabouts");
+  const whereaboutsKubeconfig = path("whereabouts.d/whereabouts.kubeconfig");
+  writeFileSync(whereaboutsKubeconfig, installerKubeconfigText({ ...where.cluster, token: where.cluster.adminToken, namespace: "kube-system" }), {
+    mode: 0o600,
+  });
   writeFileSync(
     path("whereabouts.d/whereabouts.conf"),
-    JSON.stringify({ datastore: "kubernetes", kubernetes: { kubeconfig }, datastore_dir: whereaboutsState, log_level: "error" }),
+    JSON.stringify({ datastore: "kubernetes", kubernetes: { kubeconfig: whereaboutsKubeconfig }, datastore_dir: whereaboutsState, log_level: "error" }),
     { mode: 0o600 },
   );
 
