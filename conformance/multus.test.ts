@@ -383,16 +383,24 @@ describe("an ipvlan NAD (ipvlan + whereabouts)", () => {
 async function onePod(
   impl: Impl,
   annotations: Record<string, string>,
-  o: { uid?: string; createPod?: boolean; primary?: (node: MultusNode) => Record<string, unknown> } = {},
+  o: {
+    uid?: string;
+    createPod?: boolean;
+    primary?: (node: MultusNode) => Record<string, unknown>;
+    namespace?: string;
+    conf?: Record<string, unknown>;
+    nads?: (node: MultusNode) => Promise<void>;
+  } = {},
 ): Promise<{ out: CniOutput; sandbox: Sandbox; kernel: PodKernel; status: string | undefined; cache: Record<string, unknown> }> {
   const [node] = freshNodes();
   await createNad(api, "kube-system", "podnet", o.primary ? o.primary(node!) : primaryNetwork(node!.hostLocalDir, 0));
+  await o.nads?.(node!);
   const pod =
     o.createPod === false
       ? { namespace: "default", name: "pod-gone", uid: "00000000-0000-0000-0000-000000000000" }
-      : await createPod(api, "default", "pod-x", node!.name, annotations);
+      : await createPod(api, o.namespace ?? "default", "pod-x", node!.name, annotations);
   const sandbox = { pod: { ...pod, ...(o.uid ? { uid: o.uid } : {}) }, node: node!, ns: netns("pod"), containerId: "ctr-x" };
-  const out = multus(impl, sandbox, "ADD", multusConf(node!, impl, { clusterNetwork: "podnet" }));
+  const out = multus(impl, sandbox, "ADD", multusConf(node!, impl, { clusterNetwork: "podnet", ...o.conf }));
   const cache: Record<string, unknown> = {};
   for (const file of filesUnder(join(node!.cniDir, "results"))) {
     cache[file] = (JSON.parse(readFileSync(join(node!.cniDir, "results", file), "utf8")) as { result?: unknown }).result;
@@ -406,9 +414,13 @@ async function onePod(
   };
 }
 
+function statusWithoutMacs(text: string | undefined): string | undefined {
+  return text?.replace(/"mac": "[0-9a-f:]+"/g, '"mac": "<mac>"');
+}
+
 /** DEL by ours, then nothing of the sandbox left. */
-async function cleanUp(sandbox: Sandbox): Promise<void> {
-  const out = multus("ours", sandbox, "DEL", multusConf(sandbox.node, "ours", { clusterNetwork: "podnet" }));
+async function cleanUp(sandbox: Sandbox, conf: Record<string, unknown> = {}): Promise<void> {
+  const out = multus("ours", sandbox, "DEL", multusConf(sandbox.node, "ours", { clusterNetwork: "podnet", ...conf }));
   expect(out.code, `DEL: ${out.stdout}`).toBe(0);
   expect(leftovers(sandbox)).toEqual({ podLinks: [], hostLinks: [], leases: [], cniDir: [] });
   expect(await poolEntries(api)).toEqual([]);
@@ -453,8 +465,7 @@ describe("kept from upstream, side by side", () => {
     });
     expect(normalized(ours.out.json, ours.sandbox)).toEqual(normalized(upstream.out.json, upstream.sandbox));
     // The annotation keeps each delegate's own gateways: the same text once the MACs are the same.
-    const macs = (text: string | undefined) => text?.replace(/"mac": "[0-9a-f:]+"/g, '"mac": "<mac>"');
-    expect(macs(ours.status)).toBe(macs(upstream.status));
+    expect(statusWithoutMacs(ours.status)).toBe(statusWithoutMacs(upstream.status));
   }, 60_000);
 
   test("a pod the API does not know: success with upstream's empty result, no delegate run", async () => {
@@ -479,6 +490,101 @@ describe("kept from upstream, side by side", () => {
       deleteNetns(one.sandbox.ns);
     }
   });
+});
+
+/** What a pod got, comparable between the two: MACs, veth names and the sandbox path as placeholders. */
+interface Comparable {
+  result: unknown;
+  kernel: PodKernel;
+  status: string | undefined;
+  cached: string[];
+  pools: string[];
+}
+
+/** The same pod through upstream and ours, each on a fresh node; both must agree. Returns ours. */
+async function bothAgree(annotations: Record<string, string>, o: Parameters<typeof onePod>[2] = {}): Promise<Comparable> {
+  const seen = new Map<Impl, Comparable>();
+  for (const impl of ["upstream", "ours"] as const) {
+    const one = await onePod(impl, annotations, o);
+    expect(one.out.code, `${impl}: ${one.out.stdout}`).toBe(0);
+    seen.set(impl, {
+      result: normalized(one.out.json, one.sandbox),
+      kernel: withoutMacs(one.kernel),
+      status: statusWithoutMacs(one.status),
+      cached: Object.keys(one.cache).sort(),
+      pools: [...(await poolEntries(api)), ...(await poolEntries(api, "192.168.40.0-24"))],
+    });
+    await cleanUp(one.sandbox, o.conf);
+    expect(await poolEntries(api, "192.168.40.0-24")).toEqual([]);
+  }
+  expect(seen.get("ours")).toEqual(seen.get("upstream"));
+  return seen.get("ours")!;
+}
+
+const linkNames = (c: Comparable) => c.kernel.links.map((l) => `${l.ifname} ${l.kind} ${l.addresses.join(",")}`);
+
+describe("a pod's networks, side by side", () => {
+  test("the short form with namespace and interface, a network twice: data0, then net2 and net3 by position", async () => {
+    const seen = await bothAgree({ "k8s.v1.cni.cncf.io/networks": "default/macvlan-conf@data0, macvlan-conf,macvlan-conf" });
+    expect(linkNames(seen)).toEqual([
+      "data0 macvlan 192.168.20.10/24",
+      "eth0 veth 10.244.0.2/24",
+      "lo  127.0.0.1/8",
+      "net2 macvlan 192.168.20.11/24",
+      "net3 macvlan 192.168.20.12/24",
+    ]);
+    expect(seen.pools).toEqual(["192.168.20.10=default/pod-x data0", "192.168.20.11=default/pod-x net2", "192.168.20.12=default/pod-x net3"]);
+    expect(seen.cached).toEqual(["macvlan-conf-ctr-x-data0", "macvlan-conf-ctr-x-net2", "macvlan-conf-ctr-x-net3", "podnet-ctr-x-eth0"]);
+  }, 60_000);
+
+  test("the JSON form with interface and namespace", async () => {
+    const seen = await bothAgree({
+      "k8s.v1.cni.cncf.io/networks": '[{"name":"macvlan-conf","interface":"data0"},{"name":"macvlan-conf","namespace":"default"}]',
+    });
+    expect(linkNames(seen)).toEqual(["data0 macvlan 192.168.20.10/24", "eth0 veth 10.244.0.2/24", "lo  127.0.0.1/8", "net2 macvlan 192.168.20.11/24"]);
+  }, 60_000);
+
+  const extraNet = async () => {
+    await createNad(api, "kube-system", "extra-net", {
+      ...macvlanWhereabouts(where, "extra-net"),
+      ipam: {
+        ...(macvlanWhereabouts(where).ipam as Record<string, unknown>),
+        range: "192.168.40.0/24",
+        range_start: "192.168.40.10",
+        range_end: "192.168.40.100",
+        gateway: "192.168.40.1",
+      },
+    });
+  };
+
+  test("defaultNetworks: every pod outside systemNamespaces gets them first, as net1", async () => {
+    const seen = await bothAgree({ "k8s.v1.cni.cncf.io/networks": "macvlan-conf" }, { conf: { defaultNetworks: ["extra-net"] }, nads: extraNet });
+    expect(linkNames(seen)).toEqual(["eth0 veth 10.244.0.2/24", "lo  127.0.0.1/8", "net1 macvlan 192.168.40.10/24", "net2 macvlan 192.168.20.10/24"]);
+    expect(seen.status).toContain('"name": "kube-system/extra-net"');
+  }, 60_000);
+
+  test("defaultNetworks: a pod in a systemNamespace (kube-system) does not get them", async () => {
+    const seen = await bothAgree(
+      { "k8s.v1.cni.cncf.io/networks": "default/macvlan-conf" },
+      { conf: { defaultNetworks: ["extra-net"] }, nads: extraNet, namespace: "kube-system" },
+    );
+    expect(linkNames(seen)).toEqual(["eth0 veth 10.244.0.2/24", "lo  127.0.0.1/8", "net1 macvlan 192.168.20.10/24"]);
+  }, 60_000);
+
+  test("v1.multus-cni.io/default-network: a NAD in multusNamespace replaces the cluster network for the pod", async () => {
+    const seen = await bothAgree(
+      { "k8s.v1.cni.cncf.io/networks": "macvlan-conf", "v1.multus-cni.io/default-network": "podnet-alt" },
+      {
+        nads: async (node) => {
+          const alt = primaryNetwork(node.hostLocalDir, 0, { name: "podnet-alt" });
+          await createNad(api, "kube-system", "podnet-alt", JSON.parse(JSON.stringify(alt).replaceAll("10.244.0.", "10.250.0.")) as Record<string, unknown>);
+        },
+      },
+    );
+    expect(linkNames(seen)).toEqual(["eth0 veth 10.250.0.2/24", "lo  127.0.0.1/8", "net1 macvlan 192.168.20.10/24"]);
+    expect(seen.status).toMatch(/^\[\{\n {4}"name": "kube-system\/podnet-alt",\n {4}"interface": "eth0"/);
+    expect(seen.cached).toEqual(["macvlan-conf-ctr-x-net1", "podnet-alt-ctr-x-eth0"]);
+  }, 60_000);
 });
 
 describe("deliberate differences (docs/multus.md)", () => {
