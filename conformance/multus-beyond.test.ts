@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { mkdtempSync, rmSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cleanup, cni, deleteNetns, netns, sh, sweepStale } from "./harness.ts";
+import { cleanup, cni, cniAsync, deleteNetns, netns, sh, sweepStale } from "./harness.ts";
 import { startCluster, type Cluster } from "./kube/cluster.ts";
 import { AdminApi } from "./kube/objects.ts";
 import {
@@ -22,9 +22,11 @@ import {
   filesUnder,
   leftovers,
   macvlanWhereabouts,
+  multusCall,
   multusConf,
   multusNode,
   newSandbox,
+  podAnnotations,
   podEvents,
   podKernel,
   poolEntries,
@@ -264,4 +266,35 @@ describe("DEL without multus' cache", () => {
     });
     expect(left.get("ours")).toEqual({ podLinks: [], hostLinks: [], leases: [], cniDir: [] });
   });
+});
+
+describe("many at once", () => {
+  test("12 pods on two nodes added at once: distinct addresses, each pod's own network-status; all DELs at once leave nothing", async () => {
+    const nodes = [freshNode(), freshNode()];
+    const sandboxes: Sandbox[] = [];
+    for (let i = 0; i < 12; i++) sandboxes.push(await newSandbox(api, nodes[i % 2]!, `pod-many-${i}`, { [NETWORKS]: "macvlan-conf" }));
+    const conf = (s: Sandbox) => multusConf(s.node, "ours");
+    const adds = await Promise.all(sandboxes.map((s) => cniAsync(MULTUS, multusCall("ours", s, "ADD"), conf(s))));
+    for (const [i, out] of adds.entries()) expect(out.code, `ADD ${i}: ${out.stdout}${out.stderr}`).toBe(0);
+
+    const entries = await poolEntries(api);
+    expect(entries).toHaveLength(12);
+    expect(new Set(entries.map((e) => e.split("=")[0])).size).toBe(12);
+    for (const sandbox of sandboxes) {
+      const net1 = podKernel(sandbox.ns).links.find((l) => l.ifname === "net1");
+      const address = net1?.addresses[0]?.split("/")[0];
+      expect(entries, sandbox.pod.name).toContain(`${address}=default/${sandbox.pod.name} net1`);
+      const status = (await podAnnotations(api, sandbox.pod))["k8s.v1.cni.cncf.io/network-status"] ?? "";
+      expect(status, sandbox.pod.name).toContain(`"${address}"`);
+      expect(status, sandbox.pod.name).toContain(`"mac": "${net1?.address}"`);
+    }
+
+    const dels = await Promise.all(sandboxes.map((s) => cniAsync(MULTUS, multusCall("ours", s, "DEL"), conf(s))));
+    for (const [i, out] of dels.entries()) expect(out.code, `DEL ${i}: ${out.stdout}${out.stderr}`).toBe(0);
+    for (const sandbox of sandboxes) {
+      expect(leftovers(sandbox), sandbox.pod.name).toEqual({ podLinks: [], hostLinks: [], leases: [], cniDir: [] });
+      deleteNetns(sandbox.ns);
+    }
+    expect(await poolEntries(api)).toEqual([]);
+  }, 120_000);
 });

@@ -459,21 +459,22 @@ export interface Sandbox {
   containerId: string;
 }
 
-/** multus run as containerd runs it for the sandbox: eth0, the pod's CNI_ARGS, the node's bin dir as CNI_PATH. */
+/** The call containerd makes for the sandbox: eth0, the pod's CNI_ARGS, the node's bin dir as CNI_PATH. */
+export function multusCall(impl: Impl, sandbox: Sandbox, command: CniCall["command"], env: CniCall["env"] = {}): CniCall {
+  return {
+    command,
+    containerId: sandbox.containerId,
+    netns: nsPath(sandbox.ns),
+    ifName: "eth0",
+    args: podArgs(sandbox.pod, sandbox.containerId),
+    path: sandbox.node.binDir(impl),
+    env,
+  };
+}
+
+/** multus run as containerd runs it for the sandbox. */
 export function runMultus(impl: Impl, sandbox: Sandbox, command: CniCall["command"], conf: unknown, env: CniCall["env"] = {}): CniOutput {
-  return cni(
-    multusBinary(impl),
-    {
-      command,
-      containerId: sandbox.containerId,
-      netns: nsPath(sandbox.ns),
-      ifName: "eth0",
-      args: podArgs(sandbox.pod, sandbox.containerId),
-      path: sandbox.node.binDir(impl),
-      env,
-    },
-    conf,
-  );
+  return cni(multusBinary(impl), multusCall(impl, sandbox, command, env), conf);
 }
 
 /**
