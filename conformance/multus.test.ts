@@ -11,6 +11,11 @@
  * the pod's kernel state, the whereabouts IPPool, the network-status annotation (byte for byte),
  * the events and the log file. Then each one's DEL of the other's attachments: an in-place
  * upgrade and downgrade, which must leave no link, address, IPPool entry or file.
+ *
+ * Then, each pod through both on fresh nodes: the ipvlan NAD (a kernel with IPVLAN only),
+ * default-route, a pod the API does not know, a UID mismatch, the annotation's forms and interface
+ * names, defaultNetworks, the default-network annotation, the auxiliary chain; the deliberate
+ * differences of docs/multus.md; and ours as the service account of deploy/multus-rbac.yaml.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { spawnSync } from "node:child_process";
@@ -24,6 +29,7 @@ import { KUBE_BIN, startCluster, type Cluster } from "./kube/cluster.ts";
 import { AdminApi } from "./kube/objects.ts";
 import {
   MULTUS,
+  addPlugin,
   createNad,
   createNode,
   createPod,
@@ -735,4 +741,52 @@ describe("RBAC: ours as the service account kube-system/multus, with deploy/mult
     deleteNetns(sandbox.ns);
     cluster.kubectl(["delete", "-f", "-"], JSON.stringify(limited));
   });
+});
+
+describe("auxiliaryCNIChainName, side by side", () => {
+  test("the chain runs last (passthru, then the plugins of <dir of clusterNetwork>/<chain>/) on the next interface name; DEL gives the plugin its config as ADD did (upstream's, re-marshalled, loses its keys)", async () => {
+    const seen = new Map<Impl, string[]>();
+    for (const impl of ["upstream", "ours"] as const) {
+      const [node] = freshNodes();
+      const record = join(node!.dir, "recorder.log");
+      // A chained plugin that writes down what it was given and hands its prevResult on.
+      addPlugin(
+        node!,
+        "recorder",
+        `#!/bin/sh\nin=$(cat)\necho "$CNI_COMMAND $CNI_IFNAME $(printf '%s' "$in" | jq -cS 'del(.prevResult.interfaces[]?.mac)')" >> ${record}\n` +
+          `[ "$CNI_COMMAND" = ADD ] && printf '%s' "$in" | jq -c '.prevResult'\nexit 0\n`,
+      );
+      mkdirSync(join(node!.netDir, "aux"));
+      writeFileSync(join(node!.netDir, "aux", "recorder.conf"), JSON.stringify({ type: "recorder", mark: "aux-chain" }));
+      const pod = await createPod(api, "default", "pod-aux", node!.name, { "k8s.v1.cni.cncf.io/networks": "macvlan-conf" });
+      const sandbox = { pod, node: node!, ns: netns("pod"), containerId: "ctr-aux" };
+      const conf = multusConf(node!, impl, { auxiliaryCNIChainName: "aux" });
+      const add = multus(impl, sandbox, "ADD", conf);
+      expect(add.code, `${impl}: ${add.stdout}`).toBe(0);
+      expect(filesUnder(join(node!.cniDir, "results")), impl).toContain("aux-ctr-aux-net2");
+      if (impl === "upstream") {
+        // upstream's own DEL runs the chain, then fails on eth0: its cache lost the conflist file's
+        // ipam (first describe). Ours then DELs what is left from libcni's cache.
+        const own = multus("upstream", sandbox, "DEL", conf);
+        expect(own.json?.msg, "upstream's DEL").toMatch(/plugin type="ptp" failed \(delete\): no IP ranges specified/);
+      }
+      const del = multus("ours", sandbox, "DEL", multusConf(node!, "ours", { auxiliaryCNIChainName: "aux" }));
+      expect(del.code, `DEL of ${impl}'s: ${del.stdout}`).toBe(0);
+      expect(leftovers(sandbox)).toEqual({ podLinks: [], hostLinks: [], leases: [], cniDir: [] });
+      expect(await poolEntries(api)).toEqual([]);
+      deleteNetns(sandbox.ns);
+      seen.set(
+        impl,
+        readFileSync(record, "utf8")
+          .trim()
+          .split("\n")
+          .map((line) => line.replaceAll(nsPath(sandbox.ns), "<netns>")),
+      );
+    }
+    const config = (extra: Record<string, unknown>) =>
+      JSON.stringify({ cniVersion: "1.0.0", ...extra, name: "aux", prevResult: { cniVersion: "1.0.0" }, type: "recorder" });
+    expect(seen.get("ours")).toEqual([`ADD net2 ${config({ mark: "aux-chain" })}`, `DEL net2 ${config({ mark: "aux-chain" })}`]);
+    // upstream's DEL runs its re-marshalled cache: the plugin's own keys lost (its issue #1449).
+    expect(seen.get("upstream")).toEqual([`ADD net2 ${config({ mark: "aux-chain" })}`, `DEL net2 ${config({ ipam: {} })}`]);
+  }, 60_000);
 });
