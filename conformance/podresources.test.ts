@@ -72,11 +72,15 @@ function createPod(name: string, devices: number[]): void {
   cluster.kubectl(["apply", "-f", "-"], JSON.stringify(pod));
 }
 
-async function running(name: string): Promise<void> {
-  await until(`pod ${name} Running`, 60_000, () => {
-    const phase = jsonpath(`-n ${NAMESPACE} pod/${name}`, "{.status.phase}");
-    if (phase === "Failed") throw new Error(`pod ${name} failed: ${jsonpath(`-n ${NAMESPACE} pod/${name}`, "{.status.message}")}`);
-    return phase === "Running";
+/** Every container of the pod started by kubelet and running (not only the pod admitted). */
+async function running(name: string, containers: number): Promise<void> {
+  const object = `-n ${NAMESPACE} pod/${name}`;
+  await until(`pod ${name}'s ${containers} containers running`, 60_000, () => {
+    if (jsonpath(object, "{.status.phase}") === "Failed") throw new Error(`pod ${name} failed: ${jsonpath(object, "{.status.message}")}`);
+    const waiting = jsonpath(object, "{.status.containerStatuses[*].state.waiting.reason}");
+    if (/CrashLoopBackOff|Error/.test(waiting)) throw new Error(`pod ${name}: ${waiting}; kubelet's log ends:\n${kubeletLogTail()}`);
+    const ready = jsonpath(object, "{.status.containerStatuses[*].ready}").split(" ");
+    return ready.length === containers && ready.every((r) => r === "true");
   });
 }
 
@@ -84,7 +88,7 @@ describe("a pod's devices from kubelet's PodResources API", () => {
   test("one NIC: the device kubelet allocated, under the resource name", async () => {
     const before = plugin.allocations.length;
     createPod("one-nic", [1]);
-    await running("one-nic");
+    await running("one-nic", 1);
     const allocated = plugin.allocations.slice(before).flat();
     expect(allocated).toHaveLength(1);
     const devices = await podDeviceIds({ socket: node.podResourcesSocket, deadline: Date.now() + 10_000 }, NAMESPACE, "one-nic");
@@ -95,7 +99,7 @@ describe("a pod's devices from kubelet's PodResources API", () => {
   test("NICs in two containers: joined and sorted, as upstream multus orders them", async () => {
     const before = plugin.allocations.length;
     createPod("two-nics", [1, 1]);
-    await running("two-nics");
+    await running("two-nics", 2);
     const allocated = plugin.allocations.slice(before).flat();
     expect(allocated).toHaveLength(2);
     const devices = await podDeviceIds({ socket: node.podResourcesSocket, deadline: Date.now() + 10_000 }, NAMESPACE, "two-nics");
@@ -107,7 +111,7 @@ describe("a pod's devices from kubelet's PodResources API", () => {
 
   test("a pod without devices, and a pod kubelet does not run: no devices", async () => {
     createPod("no-nic", [0]);
-    await running("no-nic");
+    await running("no-nic", 1);
     expect((await podDeviceIds({ socket: node.podResourcesSocket, deadline: Date.now() + 10_000 }, NAMESPACE, "no-nic")).size).toBe(0);
     expect((await podDeviceIds({ socket: node.podResourcesSocket, deadline: Date.now() + 10_000 }, "other", "one-nic")).size).toBe(0);
   });

@@ -48,7 +48,9 @@ export async function startDevicePlugin(o: { devicePluginDir: string; resourceNa
           // A stream kept open: one ListAndWatchResponse { devices: [{ ID, health: "Healthy" }] }.
           const devices = new ProtobufWriter();
           for (const id of o.deviceIds) devices.message(1, new ProtobufWriter().string(1, id).string(2, "Healthy"));
-          stream.respond({ ":status": 200, "content-type": "application/grpc" });
+          stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+          // Ended by stop(): with a status, which kubelet expects of a stream that ends.
+          stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
           stream.write(frame(devices.finish()));
           watchers.add(stream);
           return;
@@ -82,7 +84,7 @@ export async function startDevicePlugin(o: { devicePluginDir: string; resourceNa
   return {
     allocations,
     async stop() {
-      for (const stream of watchers) stream.close();
+      for (const stream of watchers) stream.end();
       await new Promise((done) => server.close(done));
       rmSync(socket, { force: true });
     },

@@ -125,12 +125,11 @@ export async function startNode(cluster: Cluster, options: NodeOptions): Promise
       .replace('path = "/opt/containerd"', `path = "${path("containerd", "opt")}"`);
     writeFileSync(path("containerd.toml"), config);
     const containerd = launch("containerd", ["--config", path("containerd.toml")], path("logs", "containerd.log"));
-    stops.push(async () => {
-      await killNodeProcesses(node, name);
-      await terminate(containerd);
-      killShims(path("containerd", "state"));
-      unmountUnder(dir);
-    });
+    // Run in the reverse order: the pods' processes, containerd, its shims, its mounts.
+    stops.push(() => unmountUnder(dir));
+    stops.push(() => killShims(node.containerdSocket));
+    stops.push(() => terminate(containerd));
+    stops.push(() => killNodeProcesses(node, name));
     await waitFor(
       "containerd",
       () => spawnSync("ctr", ["--address", node.containerdSocket, "version"]).status === 0,
@@ -265,19 +264,26 @@ function removeCgroupTree(cgroup: string): void {
   rmdirSync(cgroup);
 }
 
-/** containerd's runc shims outlive containerd: each one's PID from its task directory. */
-function killShims(state: string): void {
-  const tasks = join(state, "io.containerd.runtime.v2.task");
-  if (!existsSync(tasks)) return;
-  for (const namespace of readdirSync(tasks)) {
-    for (const id of readdirSync(join(tasks, namespace))) {
-      const pidFile = join(tasks, namespace, id, "shim.pid");
-      if (!existsSync(pidFile)) continue;
-      try {
-        process.kill(Number(readFileSync(pidFile, "utf8").trim()), "SIGKILL");
-      } catch {
-        // Already gone.
-      }
+/**
+ * containerd's runc shims outlive containerd, and a shim whose task containerd was deleting may
+ * have lost its bundle directory (and pid file) already: each one is found by the address of
+ * this node's containerd on its command line, which no other process carries.
+ */
+function killShims(containerdSocket: string): void {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(join("/proc", entry, "cmdline"), "utf8").split("\0");
+    } catch {
+      continue; // Gone meanwhile.
+    }
+    const address = argv.indexOf("-address");
+    if (!(argv[0] ?? "").endsWith("containerd-shim-runc-v2") || address < 0 || argv[address + 1] !== containerdSocket) continue;
+    try {
+      process.kill(Number(entry), "SIGKILL");
+    } catch {
+      // Already gone.
     }
   }
 }
