@@ -29,7 +29,8 @@ const scratch = mkdtempSync(join(tmpdir(), "podresources-conformance-"));
 
 beforeAll(async () => {
   cluster = await startCluster({ log });
-  node = await startNode(cluster, { name: "podres-node", log });
+  // The pid in the name: the node's cgroups are named after it, and another run may be going on.
+  node = await startNode(cluster, { name: `podres-${process.pid}`, log });
   plugin = await startDevicePlugin({ devicePluginDir: node.devicePluginDir, resourceName: RESOURCE, deviceIds: DEVICES });
   // kubelet admits a pod against the node's allocatable, which its next status update carries.
   await until(`${RESOURCE} allocatable on the node`, 30_000, () => jsonpath(`node/${node.name}`, `{.status.allocatable.example\\.com/nic}`) === "3");

@@ -268,7 +268,13 @@ const LISTED = listMsg([
   podMsg("db", "ns", [containerMsg("app", [devicesMsg("example.com/nic", ["nic-9"])])]),
 ]);
 
+/** 5000 pods, ~300 KB: past HTTP/2's initial 64 KiB window, so the client must grant more. */
+const MANY = listMsg(
+  Array.from({ length: 5000 }, (_, i) => podMsg(`pod-${i}`, "busy", [containerMsg("app", [devicesMsg("example.com/nic", [`nic-${i}-b`, `nic-${i}-a`])])])),
+);
+
 let listing: string;
+let large: string;
 let failing: string;
 let silent: string;
 let notGrpc: string;
@@ -278,6 +284,7 @@ const absent = join(dir, "absent.sock");
 
 beforeAll(async () => {
   listing = await serve("listing", answer(LISTED));
+  large = await serve("large", answer(MANY));
   failing = await serve("failing", (stream) =>
     // A trailers-only answer, as grpc-go sends an error before any message; the message percent-encoded.
     stream.respond(
@@ -347,6 +354,11 @@ describe.each([
     expect(String(request?.headers["grpc-timeout"])).toMatch(/^\d{1,8}m$/);
     // An empty ListPodResourcesRequest: the 5-byte prefix and nothing else.
     expect([...(request?.body ?? [])]).toEqual([0, 0, 0, 0, 0]);
+  });
+
+  test("a large answer in many DATA frames: the last pod's devices", async () => {
+    expect(MANY.length).toBeGreaterThan(200_000);
+    expect(await call(large, "busy", "pod-4999")).toEqual({ devices: [["example.com/nic", ["nic-4999-a", "nic-4999-b"]]] });
   });
 
   test("a pod kubelet does not list: no devices", async () => {
