@@ -31,7 +31,8 @@ const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 export class PodResourcesError extends Error {
   constructor(message: string) {
     super(message);
-    this.name = new.target.name;
+    // Literal names, here and below: the executable is minified, class names are not kept.
+    this.name = "PodResourcesError";
   }
 }
 
@@ -39,6 +40,7 @@ export class PodResourcesError extends Error {
 export class PodResourcesSocketAbsentError extends PodResourcesError {
   constructor(readonly socket: string) {
     super(`kubelet's pod-resources socket is absent at ${socket}`);
+    this.name = "PodResourcesSocketAbsentError";
   }
 }
 
@@ -49,6 +51,7 @@ export class PodResourcesUnavailableError extends PodResourcesError {
     readonly timedOut: boolean,
   ) {
     super(message);
+    this.name = "PodResourcesUnavailableError";
   }
 }
 
@@ -59,6 +62,7 @@ export class PodResourcesStatusError extends PodResourcesError {
     readonly grpcMessage: string,
   ) {
     super(`kubelet's PodResources List failed: grpc-status ${status}${grpcMessage ? `, grpc-message: ${grpcMessage}` : ""}`);
+    this.name = "PodResourcesStatusError";
   }
 }
 
