@@ -22,7 +22,7 @@ import {
 import { CONTAINER_ID_PATTERN } from "../../shared/cni/env.ts";
 import { CniError, ErrorCode } from "../../shared/cni/errors.ts";
 import { type NetworkList, parseNetwork } from "../../shared/cni/netlist.ts";
-import { type CacheEntry, listCachedAttachments } from "../../shared/cni/result-cache.ts";
+import { type CacheEntry, listCachedAttachments, readCacheEntry } from "../../shared/cni/result-cache.ts";
 import type { PluginVerbs } from "../../shared/cni/skel.ts";
 import type { Attachment, CmdArgs, Result } from "../../shared/cni/types.ts";
 import { messageOf } from "../../shared/errors.ts";
@@ -319,7 +319,7 @@ async function del(req: Request): Promise<void> {
     const invocation = invocationOf(req);
     for (const delegate of podDelegatesFromCache(cached, args.ifName).reverse()) {
       try {
-        delNetworkList(withVersion(delegate, config.cniVersion).list, runtimeConfFor(invocation, delegate, false), req.options);
+        delNetworkList(networkForDel(config, delegate, args.containerId), runtimeConfFor(invocation, delegate, false), req.options);
         removeDeviceInfo(delegate, args.containerId);
       } catch (err) {
         fail(err);
@@ -378,6 +378,23 @@ async function delFromPod(req: Request, fail: (err: unknown) => void): Promise<v
       fail(err);
     }
   }
+}
+
+/**
+ * What a cached delegate is DELeted with: the config libcni cached when it ran, if any (a scratch
+ * cache written by upstream v4.3.0 may hold a re-marshalled copy that lost plugin keys, issues
+ * #1449/#1454), else the cached one.
+ */
+function networkForDel(config: MultusConfig, delegate: PodDelegate, containerId: string): NetworkList {
+  const entry = readCacheEntry(config.cniDir, delegate.conf.list.name, containerId, delegate.ifName);
+  if (entry !== undefined) {
+    try {
+      return parseNetwork(entry.config);
+    } catch {
+      // An unreadable cached config: the scratch cache's is the next best.
+    }
+  }
+  return withVersion(delegate, config.cniVersion).list;
 }
 
 /** upstream DEL: a conflist delegate without cniVersion runs with multus'. */
@@ -518,7 +535,7 @@ async function gcContainer(req: Request, containerId: string): Promise<void> {
   const failures: string[] = [];
   for (const delegate of podDelegatesFromCache(cached, ifName).reverse()) {
     try {
-      delNetworkList(withVersion(delegate, config.cniVersion).list, runtimeConfFor(invocation, delegate, false), req.options);
+      delNetworkList(networkForDel(config, delegate, containerId), runtimeConfFor(invocation, delegate, false), req.options);
       removeDeviceInfo(delegate, containerId);
     } catch (err) {
       if (!isNetnsGone(err)) failures.push(messageOf(err));

@@ -69,9 +69,15 @@ export function delegateFromConfig(bytes: string, name?: string): DelegateConf {
 export function delegateFromNad(nad: Nad, confDir: ConfDir): DelegateConf {
   const display = `${nad.namespace}/${nad.name}`;
   const config = nad.config ?? "";
-  if (config === "") return delegateFromConfig(findConfByName(nad.name, confDir), display);
-  const raw = decodeObject(config, `NetworkAttachmentDefinition ${display} spec.config`);
-  return delegateFromConfig(typeof raw.name === "string" && raw.name !== "" ? config : withName(config, nad.name), display);
+  try {
+    if (config === "") return delegateFromConfig(findConfByName(nad.name, confDir), display);
+    const raw = decodeObject(config, "spec.config");
+    return delegateFromConfig(typeof raw.name === "string" && raw.name !== "" ? config : withName(config, nad.name), display);
+  } catch (err) {
+    // Which NAD is wrong is the first thing an operator needs from the error.
+    if (err instanceof CniError) throw new CniError(err.code, `NetworkAttachmentDefinition ${display}: ${err.message}`, err.details);
+    throw err;
+  }
 }
 
 /**
