@@ -26,7 +26,6 @@ import { type CacheEntry, listCachedAttachments, readCacheEntry } from "../../sh
 import type { PluginVerbs } from "../../shared/cni/skel.ts";
 import type { Attachment, CmdArgs, Result } from "../../shared/cni/types.ts";
 import { messageOf } from "../../shared/errors.ts";
-import { isNetnsGone } from "../../shared/netns.ts";
 import { type StatusSource, networkStatusText } from "./annotations.ts";
 import { MultusApi, type Pod, isStaticPod } from "./api.ts";
 import { type CachedDelegate, podDelegatesFromCache, readScratchCache, removeScratchCache, writeScratchCache } from "./cache.ts";
@@ -538,7 +537,7 @@ async function gcContainer(req: Request, containerId: string): Promise<void> {
       delNetworkList(networkForDel(config, delegate, containerId), runtimeConfFor(invocation, delegate, false), req.options);
       removeDeviceInfo(delegate, containerId);
     } catch (err) {
-      if (!isNetnsGone(err)) failures.push(messageOf(err));
+      failures.push(messageOf(err));
     }
   }
   if (failures.length > 0) throw new CniError(ErrorCode.Internal, failures.join(" / "));
