@@ -105,7 +105,12 @@ describe("networks that cannot be had", () => {
     const node = freshNode();
     await createNad(api, "default", "broken-config", "{not json");
     const sandbox = await newSandbox(api, node, "pod-broken", { [NETWORKS]: "broken-config" });
-    await expectRefused(sandbox, multusConf(node, "ours"), /NetworkAttachmentDefinition default\/broken-config: failed to parse spec\.config: JSON Parse error/, 6);
+    await expectRefused(
+      sandbox,
+      multusConf(node, "ours"),
+      /NetworkAttachmentDefinition default\/broken-config: failed to parse spec\.config: JSON Parse error/,
+      6,
+    );
   });
 
   test("a NAD whose config has neither type nor plugins: the error says so and names the NAD", async () => {
