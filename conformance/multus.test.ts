@@ -12,10 +12,10 @@
  * the events and the log file. Then each one's DEL of the other's attachments: an in-place
  * upgrade and downgrade, which must leave no link, address, IPPool entry or file.
  *
- * Then, each pod through both on fresh nodes: the ipvlan NAD (a kernel with IPVLAN only),
- * default-route, a pod the API does not know, a UID mismatch, the annotation's forms and interface
+ * Then, each pod through both on fresh nodes: default-route, a pod the API does not know, a UID mismatch, the annotation's forms and interface
  * names, defaultNetworks, the default-network annotation, the auxiliary chain; the deliberate
  * differences of docs/multus.md; and ours as the service account of deploy/multus-rbac.yaml.
+ * The ipvlan NAD runs in a kernel with IPVLAN, the qemu guest: conformance/multus-ipvlan.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { spawnSync } from "node:child_process";
@@ -23,7 +23,6 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROOT, cleanup, cni, deleteNetns, netns, nsPath, sweepStale, type CniOutput } from "./harness.ts";
-import { hostSupportsIpvlan } from "./guest/guest.ts";
 import { parseAllDocuments } from "yaml";
 import { KUBE_BIN, startCluster, type Cluster } from "./kube/cluster.ts";
 import { AdminApi } from "./kube/objects.ts";
@@ -339,45 +338,6 @@ describe("clusterNetwork a NAD in kube-system", () => {
       return { clusterNetwork: "podnet" };
     },
   });
-});
-
-describe("an ipvlan NAD (ipvlan + whereabouts)", () => {
-  test("upstream ADD, our DEL; ours ADD, the same as upstream's, upstream's DEL", async () => {
-    if (!hostSupportsIpvlan()) {
-      throw new Error(
-        "this kernel has no IPVLAN (`ip link add ... type ipvlan` fails), and this case cannot move to the qemu guest of " +
-          "conformance/guest: multus, the pod and the API server must share one kernel and the guest has no network to the " +
-          "API server. Run it on a host whose kernel has IPVLAN; ipvlan itself is covered in the guest by conformance/ipvlan.test.ts.",
-      );
-    }
-    await createNad(api, "default", "ipvlan-conf", {
-      cniVersion: "1.0.0",
-      name: "ipvlan-conf",
-      type: "ipvlan",
-      master: "m0",
-      mode: "l2",
-      ipam: {
-        ...(macvlanWhereabouts(where).ipam as Record<string, unknown>),
-        range: "192.168.30.0/24",
-        range_start: "192.168.30.10",
-        range_end: "192.168.30.100",
-        gateway: "192.168.30.1",
-      },
-    });
-    const plan = [{ name: "pod3", node: 0, eth0: "10.244.0.2/24", net1: "192.168.30.10/24", network: "ipvlan-conf", kind: "ipvlan" }];
-    const upstream = await addPods("upstream", freshNodes(), plan, {});
-    expectPod(upstream.seen[0]!, plan[0]!, "podnet");
-    expect(await poolEntries(api, "192.168.30.0-24")).toEqual(["192.168.30.10=default/pod3 net1"]);
-    await delPods("ours", upstream.sandboxes, {});
-    expect(await poolEntries(api, "192.168.30.0-24")).toEqual([]);
-
-    const ours = await addPods("ours", freshNodes(), plan, {});
-    expectPod(ours.seen[0]!, plan[0]!, "podnet");
-    expect(ours.seen[0]!.result).toEqual(upstream.seen[0]!.result);
-    expect(withoutMacs(ours.seen[0]!.kernel)).toEqual(withoutMacs(upstream.seen[0]!.kernel));
-    await delPods("upstream", ours.sandboxes, {});
-    expect(await poolEntries(api, "192.168.30.0-24")).toEqual([]);
-  }, 120_000);
 });
 
 /**

@@ -64,6 +64,10 @@ describe("the harness, inside the guest", () => {
     expect(guest.kernel).not.toBe(release());
   });
 
+  test("no network by default: the guest's root namespace has lo only", () => {
+    expect(JSON.parse(sh("ip", ["-j", "link", "show"])).map((l: { ifname: string }) => l.ifname)).toEqual(["lo"]);
+  });
+
   test("namespaces, a veth master and an ipvlan link, read back with ip -j -d", () => {
     const host = node();
     const pod = netns("pod");

@@ -11,7 +11,8 @@
  * read-write, both over 9p at the same absolute paths as on the host, so bin/<plugin>, the upstream
  * binaries and pluginDir()'s folders work unchanged. Its agent (agent.ts, run by the project's Bun
  * runtime) executes one command per request over a virtio-serial port. What boot and a call cost:
- * docs/performance.md#the-ipvlan-guest.
+ * docs/performance.md#the-ipvlan-guest. No network, unless asked for one forward to the test API
+ * server (forwardPort, docs/ipvlan.md#multus-with-an-ipvlan-nad-the-guests-one-forward).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, realpathSync, rmSync } from "node:fs";
@@ -28,6 +29,12 @@ const CACHE_DIR = join(ROOT, ".cache/guest");
 /** Shared read-write with every guest at the same path; pluginDir() makes its folders here. */
 export const SCRATCH_DIR = join(ROOT, ".cache/guest-scratch");
 const AGENT = join(import.meta.dirname, "agent.ts");
+/** Relays one guest connection to this machine's 127.0.0.1 (forwardPort); run by qemu per connection. */
+const FORWARD = join(import.meta.dirname, "forward.pl");
+/** The address the guest reaches this machine's 127.0.0.1:<forwardPort> at; its own eth0 is GUEST_ADDRESS. */
+export const GUEST_FORWARD_ADDRESS = "10.0.2.100";
+/** qemu's user-mode network hands the guest this address (10.0.2.0/24 is slirp's default). */
+const GUEST_ADDRESS = "10.0.2.15/24";
 const QBOOT = "/usr/share/qemu/qboot.rom";
 
 export interface GuestOptions {
@@ -37,6 +44,13 @@ export interface GuestOptions {
   bootTimeoutMs?: number;
   /** One command's round trip; default 60 s. After a timeout the guest is killed, not reused. */
   callTimeoutMs?: number;
+  /**
+   * A network with one destination: the guest's eth0 (10.0.2.15/24), and GUEST_FORWARD_ADDRESS:<port>
+   * reaching 127.0.0.1:<port> of this process's network namespace, where the test API server
+   * listens. Nothing else: qemu's user-mode network with restrict=on routes nothing to the host or
+   * beyond. Default: no network device at all, so that no guest test depends on the host's network.
+   */
+  forwardPort?: number;
 }
 
 /** An Executor that needs ending when the suite is done: a guest, or this machine (nothing to end). */
@@ -62,8 +76,8 @@ export async function bootGuest(options: GuestOptions = {}): Promise<GuestExecut
     throw new Error(`guest: no kernel /boot/vmlinuz-${kernel}: run scripts/install-guest-deps.sh`);
   }
   const bun = bunRuntime();
-  for (const path of [ROOT, SCRATCH_DIR, bun, AGENT]) {
-    // They travel on the kernel command line, which splits at whitespace.
+  for (const path of [ROOT, SCRATCH_DIR, bun, AGENT, FORWARD]) {
+    // They travel on the kernel command line or in qemu's forward command, both split at whitespace.
     if (/\s/.test(path)) throw new Error(`guest: paths with whitespace cannot be passed to the guest: "${path}"`);
   }
 
@@ -84,6 +98,8 @@ export async function bootGuest(options: GuestOptions = {}): Promise<GuestExecut
   const commandLine = [
     "console=ttyS0 panic=-1 rdinit=/init quiet loglevel=4",
     `cni_repo=${ROOT} cni_scratch=${SCRATCH_DIR} cni_bun=${bun} cni_agent=${AGENT}`,
+    // /init configures eth0 only when told to: without a forward the guest has no NIC.
+    ...(options.forwardPort === undefined ? [] : [`cni_net=${GUEST_ADDRESS}`]),
   ].join(" ");
   const args = [
     ...["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"],
@@ -96,6 +112,7 @@ export async function bootGuest(options: GuestOptions = {}): Promise<GuestExecut
     ...share("scratch", SCRATCH_DIR, false),
     ...["-chardev", `pipe,id=agent,path=${qemuValue(join(runDir, "agent"))}`],
     ...["-device", "virtio-serial-pci,id=serial", "-device", `virtserialport,bus=serial.0,chardev=agent,name=${AGENT_PORT_NAME}`],
+    ...(options.forwardPort === undefined ? [] : forward(options.forwardPort)),
   ];
   const log = openSync(qemuLog, "w");
   const child = spawn(setpriv, ["--pdeathsig", "KILL", "--", qemu, ...args], { stdio: ["ignore", log, log] });
@@ -340,6 +357,18 @@ function share(tag: string, path: string, readOnly: boolean): string[] {
   // multidevs=remap: the checkout may span file systems (a mounted .cache); keeps inode numbers unique.
   const fsdev = `local,id=${tag},path=${qemuValue(path)},security_model=none,multidevs=remap${readOnly ? ",readonly=on" : ""}`;
   return ["-fsdev", fsdev, "-device", `virtio-9p-pci,fsdev=${tag},mount_tag=${tag}`];
+}
+
+/**
+ * qemu's user-mode network restricted to one forward (see GuestOptions.forwardPort). guestfwd's
+ * "cmd:" form, not its chardev form: a chardev is connected once, when qemu starts, and carries
+ * one byte stream for the guest's whole life, whereas every plugin process opens a connection of
+ * its own. So qemu runs forward.pl per connection, in its own network namespace (this process's).
+ */
+function forward(port: number): string[] {
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(`guest: forwardPort ${port} is not a TCP port`);
+  const netdev = `user,id=n0,restrict=on,guestfwd=tcp:${GUEST_FORWARD_ADDRESS}:${port}-cmd:perl ${qemuValue(FORWARD)} ${port}`;
+  return ["-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"];
 }
 
 /** qemu option values escape a comma by doubling it. */

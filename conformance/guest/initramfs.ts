@@ -183,7 +183,8 @@ function busyboxApplets(): string[] {
 
 /**
  * /init, run by busybox. The host passes its paths on the kernel command line (cni_repo,
- * cni_scratch, cni_bun, cni_agent), which the kernel hands to /init as environment variables.
+ * cni_scratch, cni_bun, cni_agent, and cni_net, eth0's address, when the guest has a network),
+ * which the kernel hands to /init as environment variables.
  * Lines starting "cni-guest:" on the serial console tell the host what happened.
  */
 function initScript(modules: Module[]): string {
@@ -204,6 +205,14 @@ $bb mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 $bb mount -t tmpfs -o mode=0755 tmpfs /run
 
 ${insmods.join("\n")}
+
+# A network only when the host gave one (cni_net, guest.ts's forwardPort): qemu's user-mode NIC,
+# whose one destination is on the link, so no route beyond the subnet's own.
+if [ -n "$cni_net" ]; then
+  for attempt in $($bb seq 100); do [ -e /sys/class/net/eth0 ] && break; $bb sleep 0.05; done
+  /usr/sbin/ip link set lo up && /usr/sbin/ip addr add "$cni_net" dev eth0 && /usr/sbin/ip link set eth0 up \\
+    || fail "configuring eth0 as $cni_net"
+fi
 
 # The checkout read-only, with cached pages (Bun executables are read once, then run from memory);
 # the scratch folder uncached, so files written on either side are seen at once on the other.

@@ -58,13 +58,16 @@ export function bootableKernel(kernel: string, cacheDir: string): string {
 
 /**
  * Modules the guest loads (with whatever they depend on): the links the CNI suites create, then
- * the transport: virtio-pci, 9p over virtio for the shares, virtio_console for the agent's port.
+ * the transport: virtio-pci, 9p over virtio for the shares, virtio_console for the agent's port,
+ * virtio_net for the one forward a guest may be given (guest.ts, forwardPort; without it the
+ * module finds no device and makes nothing).
  */
 const MODULES: { name: string; params?: string }[] = [
   { name: "virtio_pci" },
   { name: "virtio_console" },
   { name: "9pnet_virtio" },
   { name: "9p" },
+  { name: "virtio_net" },
   { name: "veth" },
   { name: "macvlan" },
   { name: "ipvlan" },

@@ -53,7 +53,18 @@ export interface Cluster {
 const running = new Set<ChildProcess>();
 let exitHook = false;
 
-export async function startCluster(options: { log?: (line: string) => void } = {}): Promise<Cluster> {
+interface ClusterOptions {
+  log?: (line: string) => void;
+  /**
+   * Another address clients reach the API server at (a qemu guest's forward, conformance/guest):
+   * made its advertise address, which kube-apiserver writes into the serving certificate it
+   * generates, as an IP SAN beside the bind address 127.0.0.1; the server still listens on
+   * 127.0.0.1 only. No endpoint reconciler runs, so nothing else uses it. Default 127.0.0.1.
+   */
+  advertiseAddress?: string;
+}
+
+export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const log = options.log ?? (() => {});
   for (const binary of ["etcd", "kube-apiserver", "kubectl"]) {
     if (!existsSync(join(KUBE_BIN, binary))) {
@@ -101,7 +112,7 @@ export async function startCluster(options: { log?: (line: string) => void } = {
     `--cert-dir=${join(dir, "certs")}`,
     `--secure-port=${apiPort}`,
     "--bind-address=127.0.0.1",
-    "--advertise-address=127.0.0.1",
+    `--advertise-address=${options.advertiseAddress ?? "127.0.0.1"}`,
     "--endpoint-reconciler-type=none",
     "--service-cluster-ip-range=10.0.0.0/24",
     "--authorization-mode=RBAC",
