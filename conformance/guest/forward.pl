@@ -4,12 +4,13 @@
 # connection on stdin and stdout, and it relays the bytes to 127.0.0.1:<port> of qemu's network
 # namespace (the test API server). Perl, because perl-base is on every Debian machine and qemu's
 # chardev form of guestfwd carries one connection for the guest's whole life, not one per process.
-# stderr is the guest's connection too: nothing may be printed.
 use strict;
 use warnings;
 use IO::Select;
 use IO::Socket::INET;
 
+# A warning on stderr would land in the middle of the guest's TLS stream.
+open(STDERR, ">", "/dev/null");
 my $port = $ARGV[0] or exit 2;
 my $server = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port, Proto => "tcp") or exit 1;
 binmode STDIN;
