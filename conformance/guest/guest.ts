@@ -367,7 +367,9 @@ function share(tag: string, path: string, readOnly: boolean): string[] {
  */
 function forward(port: number): string[] {
   if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(`guest: forwardPort ${port} is not a TCP port`);
-  const netdev = `user,id=n0,restrict=on,guestfwd=tcp:${GUEST_FORWARD_ADDRESS}:${port}-cmd:perl ${qemuValue(FORWARD)} ${port}`;
+  // Found now, so that a machine without Perl fails here saying so, not later as a refused connection.
+  const perl = onPath("perl");
+  const netdev = `user,id=n0,restrict=on,guestfwd=tcp:${GUEST_FORWARD_ADDRESS}:${port}-cmd:${qemuValue(perl)} ${qemuValue(FORWARD)} ${port}`;
   return ["-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"];
 }
 
