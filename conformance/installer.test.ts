@@ -368,6 +368,24 @@ describe("cni-plugins install, running", () => {
     expect(installer.stderr()).toContain(`removed ${conf}`);
   });
 
+  test("an update with surge: the old installer's SIGTERM leaves the conf to the new one; the last one removes it", async () => {
+    const node = freshNode();
+    writeFileSync(join(node.confDir, "10-flannel.conflist"), JSON.stringify(FLANNEL));
+    const conf = join(node.confDir, "00-multus.conf");
+    const old = start(node, ["--skip-binary-copy"]);
+    await waitFor("the old installer's conf", () => readJson(conf));
+    // Its rounds an hour apart: the conf that is there after the old one exits is the one the old one left.
+    const next = start(node, ["--skip-binary-copy", "--poll-interval-ms=3600000"]);
+    await waitFor("the new installer to run", () => next.stderr().includes("running;"));
+    old.child.kill("SIGTERM");
+    expect(await old.exited).toBe(0);
+    expect(old.stderr()).toContain("another installer runs on this node");
+    expect(readJson(conf)).toMatchObject({ type: "multus" });
+    next.child.kill("SIGTERM");
+    expect(await next.exited).toBe(0);
+    expect(existsSync(conf)).toBe(false);
+  });
+
   test("--cleanup-config-on-exit=false leaves the multus conf on SIGTERM", async () => {
     const node = freshNode();
     writeFileSync(join(node.confDir, "10-flannel.conflist"), JSON.stringify(FLANNEL));

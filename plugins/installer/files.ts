@@ -4,11 +4,27 @@
  * at any moment sees the old file or the new one, never a part; and nobody execs a file that is
  * still open for writing, so no "text file busy".
  */
-import { closeSync, copyFileSync, fchmodSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  copyFileSync,
+  fchmodSync,
+  fsyncSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
 
 /** The multi-call name in the bin dir, beside one hard link per plugin. */
 const EXECUTABLE_NAME = "cni-plugins";
+
+/** The temporary names below: `.<name>.<pid>.new`. */
+const TEMPORARY = /^\.[^/]+\.[0-9]+\.new$/;
 
 /** The file's text, or undefined when it does not exist (any other failure is thrown). */
 export function readIfExists(path: string): string | undefined {
@@ -71,8 +87,10 @@ function syncDirectory(dir: string): void {
  */
 export function installExecutable(source: string, binDir: string, pluginNames: string[]): void {
   mkdirSync(binDir, { recursive: true, mode: 0o755 });
+  // An installer killed mid-copy (SIGKILL past the grace period) leaves its temporary names behind,
+  // under another pid than ours: 110 MB each, gone at the next start.
+  for (const name of readdirSync(binDir)) if (TEMPORARY.test(name)) rmSync(join(binDir, name), { force: true });
   const temporary = join(binDir, `.${EXECUTABLE_NAME}.${process.pid}.new`);
-  rmSync(temporary, { force: true });
   copyFileSync(source, temporary);
   const fd = openSync(temporary, "r+");
   try {

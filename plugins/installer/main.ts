@@ -11,6 +11,7 @@ import { env } from "node:process";
 import { messageOf } from "../../shared/errors.ts";
 import { createLogger, type Logger, writeAllSync } from "../../shared/log.ts";
 import { installExecutable, readIfExists, writeIfChanged } from "./files.ts";
+import { isLast, joinInstallers } from "./handover.ts";
 import { FlagError, type InstallerOptions, parseFlags, usage } from "./flags.ts";
 import {
   kubeconfig,
@@ -54,6 +55,25 @@ export async function install(args: string[], pluginNames: string[]): Promise<nu
 async function run(options: InstallerOptions, pluginNames: string[], log: Logger): Promise<number> {
   const unknown = options.plugins.filter((name) => !pluginNames.includes(name));
   if (unknown.length > 0) throw new Error(`--plugins names ${unknown.join(", ")}, which this executable does not carry (it carries ${pluginNames.join(", ")})`);
+  const lockPath = join(options.cniConfDir, "multus.d", "installer.lock");
+  let joined: number | undefined;
+  if (!options.once) {
+    // From the start: a pod deleted while it still waits for the primary conf must leave no multus conf either.
+    const stop = (signal: string): void => {
+      log.info(`${signal}: exiting`);
+      if (!options.multus.skip && options.multus.cleanupConfigOnExit) {
+        try {
+          if (isLast(lockPath, joined)) removeMultusConf(options, log);
+          else log.info("another installer runs on this node (an update with surge): the multus conf stays, in its care");
+        } catch (err) {
+          log.error(`cannot tell whether another installer runs on this node (${messageOf(err)}): the multus conf stays`);
+        }
+      }
+      process.exit(0);
+    };
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+  }
   if (!options.skipBinaryCopy) {
     const names = options.plugins.length > 0 ? options.plugins : pluginNames;
     installExecutable(options.sourceBinary, options.cniBinDir, names);
@@ -67,13 +87,10 @@ async function run(options: InstallerOptions, pluginNames: string[], log: Logger
     while (!syncMultusConf(options, state, log)) await sleep(options.pollIntervalMs);
     return 0;
   }
-  const stop = (signal: string): void => {
-    log.info(`${signal}: exiting`);
-    if (!options.multus.skip && options.multus.cleanupConfigOnExit) removeMultusConf(options, log);
-    process.exit(0);
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  if (!options.multus.skip) {
+    joined = await joinInstallers(lockPath);
+    log.info(`running; ${lockPath} tells the installers of this node apart at exit`);
+  }
   for (;;) {
     // From here on a failure is logged and tried again next round: the node keeps what it has.
     try {
