@@ -5,15 +5,17 @@
  * rotation is kubelet's symlink swap). What a runtime on the node would see is read back: the
  * executable and its hard links while they are replaced under a process exec-ing them, file
  * modes, the kubeconfigs and flat file, the multus conf as the primary conf comes, changes and
- * goes, and what SIGTERM leaves.
+ * goes, and what SIGTERM leaves; and, against a real API server, that the kubeconfigs it writes
+ * from a service account's token are the plugins' way in.
  */
-import { afterAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BIN, cni } from "./harness.ts";
+import { BIN, cleanup, cni, netns, nsPath, ROOT } from "./harness.ts";
+import { type Cluster, KUBE_BIN, startCluster } from "./kube/cluster.ts";
 
 const EXECUTABLE = join(BIN, "cni-plugins");
 const PLUGINS = ["macvlan", "ipvlan", "sbr", "whereabouts", "multus", "passthru"];
@@ -415,5 +417,63 @@ describe("dispatch", () => {
     expect(bad.stdout).toBe("");
     expect(bad.stderr).toContain("cni-plugins install: --cni-bin-dir needs a value");
     expect(bad.stderr).toContain("usage: cni-plugins install [flags]");
+  });
+});
+
+describe("against a real API server", () => {
+  let cluster: Cluster;
+  beforeAll(async () => {
+    cluster = await startCluster();
+  }, 120_000);
+  afterAll(async () => {
+    cleanup();
+    await cluster?.stop();
+  });
+
+  test("one service account bound to both roles: whereabouts allocates through the flat file and kubeconfig written; multus' kubeconfig is client-go's way in", async () => {
+    cluster.kubectl(["apply", "-f", join(ROOT, "deploy/rbac.yaml"), "-f", join(ROOT, "deploy/multus-rbac.yaml")]);
+    // The DaemonSet's account (docs/installer.md): one pod, one token, both plugins' roles.
+    cluster.kubectl(["create", "serviceaccount", "cni-installer", "-n", "kube-system"]);
+    for (const role of ["whereabouts-cni-ts", "multus-cni-ts"]) {
+      cluster.kubectl(["create", "clusterrolebinding", `cni-installer-${role}`, `--clusterrole=${role}`, "--serviceaccount=kube-system:cni-installer"]);
+    }
+    const node = freshNode();
+    const token = cluster.kubectl(["create", "token", "cni-installer", "-n", "kube-system", "--duration=1h"]).trim();
+    const generation = `..2026_${++generations}`;
+    mkdirSync(join(node.saDir, generation));
+    writeFileSync(join(node.saDir, generation, "token"), token);
+    writeFileSync(join(node.saDir, generation, "ca.crt"), readFileSync(cluster.caFile));
+    writeFileSync(join(node.saDir, generation, "namespace"), "kube-system");
+    symlinkSync(generation, join(node.saDir, "..data_tmp"));
+    renameSync(join(node.saDir, "..data_tmp"), join(node.saDir, "..data"));
+    writeFileSync(join(node.confDir, "10-flannel.conflist"), JSON.stringify(FLANNEL));
+    const { port } = new URL(cluster.server);
+    const run = installOnce(node, ["--skip-binary-copy"], { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: port });
+    expect(run.status, run.stderr).toBe(0);
+
+    // whereabouts, its conf naming only the flat file the installer wrote (on a node it is found without).
+    const flat = join(node.confDir, "whereabouts.d/whereabouts.conf");
+    const conf = {
+      cniVersion: "1.0.0",
+      name: "installed",
+      type: "macvlan",
+      ipam: { type: "whereabouts", configuration_path: flat, range: "10.78.0.0/24", datastore_dir: join(node.dir, "whereabouts") },
+    };
+    const sandbox = nsPath(netns("inst"));
+    const call = { containerId: "ctr-inst", netns: sandbox, ifName: "net1", args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-inst" };
+    const added = cni(join(BIN, "whereabouts"), { command: "ADD", ...call }, conf);
+    expect(added.code, added.stdout + added.stderr).toBe(0);
+    expect(added.json?.ips).toEqual([expect.objectContaining({ address: "10.78.0.1/24" })]);
+    const pool = JSON.parse(cluster.kubectl(["get", "ippools.whereabouts.cni.cncf.io", "10.78.0.0-24", "-n", "kube-system", "-o", "json"]));
+    expect(pool.spec.allocations["1"]).toMatchObject({ id: "ctr-inst", podref: "default/pod-inst" });
+    expect(cni(join(BIN, "whereabouts"), { command: "DEL", ...call }, conf).code).toBe(0);
+
+    // multus' kubeconfig through client-go (kubectl): the CA inline, the token, what multus does.
+    const kubectl = (args: string[]) =>
+      spawnSync(join(KUBE_BIN, "kubectl"), ["--kubeconfig", join(node.confDir, "multus.d/multus.kubeconfig"), ...args], { encoding: "utf8" });
+    expect(kubectl(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]).stdout).toBe("system:serviceaccount:kube-system:cni-installer");
+    // The authorizer follows new bindings by a watch: asked until it has them.
+    await waitFor("multus' role", () => kubectl(["auth", "can-i", "update", "pods", "--subresource=status", "-n", "default"]).stdout.trim() === "yes");
+    expect(kubectl(["auth", "can-i", "delete", "pods", "-n", "default"]).stdout.trim()).toBe("no");
   });
 });
