@@ -14,6 +14,7 @@ import { Netns } from "../shared/netns.ts";
 import { benchIpvlanInGuest } from "./ipvlan.ts";
 import { median } from "./stats.ts";
 import { benchWhereaboutsKube } from "./kube.ts";
+import { benchMultus } from "./multus.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const BIN = join(ROOT, "bin");
@@ -206,4 +207,5 @@ benchMacvlan();
 await benchIpvlanInGuest(Math.min(RUNS, 15));
 await benchWhereabouts();
 await benchWhereaboutsKube();
+await benchMultus();
 binSize();
