@@ -26,7 +26,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, 
 import { createServer, connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { cleanup, netns, node, nsPath, sweepStale, type Node } from "../conformance/harness.ts";
+import { cleanup, deleteNetns, netns, node, nsPath, sweepStale, type Node } from "../conformance/harness.ts";
 import { installerKubeconfigText, startCluster, type Cluster } from "../conformance/kube/cluster.ts";
 import { createNad, createPod, filesUnder, multusKubeconfigText, primaryNetwork } from "../conformance/kube/multus.ts";
 import { AdminApi, requestsBetween } from "../conformance/kube/objects.ts";
@@ -176,6 +176,7 @@ interface Call {
   /** User + system CPU of the whole process tree (multus and every process it waited for), from the kernel's rusage. */
   cpuMs: number;
   stdout: string;
+  stderr: string;
   killed: boolean;
   /** Each process' own peak RSS (KiB) by name, polled every millisecond while the call runs, when asked for. */
   peaks?: Map<string, number>;
@@ -258,12 +259,13 @@ function multusConf(n: { kubeconfig: string; confDir: string; cniDir: string; lo
   });
 }
 
-function errorText(stdout: string): string {
+/** The CNI error a call printed, or how it ended and the last line of its stderr. */
+function errorText(call: Pick<Call, "stdout" | "stderr" | "code" | "killed">): string {
   try {
-    const error = JSON.parse(stdout) as { code?: number; msg?: string; details?: string };
+    const error = JSON.parse(call.stdout) as { code?: number; msg?: string; details?: string };
     return `code ${error.code}: ${error.msg}${error.details ? ` (${error.details})` : ""}`;
   } catch {
-    return stdout.trim().split("\n")[0] ?? "";
+    return `exit ${call.code}${call.killed ? " (killed)" : ""}: ${call.stdout.trim().split("\n")[0] ?? ""} ${call.stderr.trim().split("\n").at(-1) ?? ""}`;
   }
 }
 
@@ -446,6 +448,9 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
     ipam: { type: "whereabouts", configuration_path: join(flatDir, "whereabouts.conf"), range: RANGE },
   });
 
+  /** Our DELs, after a failed one, that failed too: what is left then is named in the report. */
+  const cleanupFailures: string[] = [];
+
   /** One multus process for `pod`, as containerd runs it, in the pod's node. */
   async function call(
     impl: Impl,
@@ -469,7 +474,7 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
       },
       stdin: Buffer.from(o.conf ?? n.conf[impl.name]),
       stdout: "pipe",
-      stderr: "ignore",
+      stderr: "pipe",
     });
     let killed = false;
     const timer =
@@ -493,13 +498,13 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
         await Bun.sleep(1);
       }
     })();
-    const [code, stdout] = await Promise.all([child.exited, new Response(child.stdout).text()]);
+    const [code, stdout, stderr] = await Promise.all([child.exited, new Response(child.stdout).text(), new Response(child.stderr).text()]);
     const ms = performance.now() - started;
     watching = false;
     await watcher;
     if (timer) clearTimeout(timer);
     const cpu = child.resourceUsage()?.cpuTime;
-    const result: Call = { code, ms, cpuMs: cpu ? Number(cpu.user + cpu.system) / 1000 : 0, stdout, killed };
+    const result: Call = { code, ms, cpuMs: cpu ? Number(cpu.user + cpu.system) / 1000 : 0, stdout, stderr, killed };
     if (o.watch) result.peaks = peaks;
     return result;
   }
@@ -525,7 +530,7 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
     await api.clear();
     const [warm] = await newPods(impl, "warm", 1, sandboxes.length - 1);
     const add = await call(impl, "ADD", warm!, "ctr-warm");
-    if (add.code !== 0) throw new Error(`${impl.name} warm-up ADD: ${errorText(add.stdout)}`);
+    if (add.code !== 0) throw new Error(`${impl.name} warm-up ADD: ${errorText(add)}`);
     await del(impl, warm!, "ctr-warm");
   }
 
@@ -543,7 +548,7 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
 
   async function cleanUp(pod: Pod, containerId: string): Promise<void> {
     const out = await call(OURS, "DEL", pod, containerId, { killAfterMs: 60_000 });
-    if (out.code !== 0) throw new Error(`our DEL of what ${pod.name} left: ${errorText(out.stdout)}`);
+    if (out.code !== 0) cleanupFailures.push(`${pod.name} ${containerId}: ${errorText(out)}`);
   }
 
   async function sequential(impl: Impl): Promise<Sequential> {
@@ -555,7 +560,7 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
     const adds: Call[] = [];
     for (const pod of timed) {
       const out = await call(impl, "ADD", pod, `ctr-${pod.name}`);
-      if (out.code !== 0) throw new Error(`${impl.name} ADD ${pod.name}: ${errorText(out.stdout)}`);
+      if (out.code !== 0) throw new Error(`${impl.name} ADD ${pod.name}: ${errorText(out)}`);
       adds.push(out);
     }
     const cpuAfter = cluster.cpuSeconds();
@@ -566,7 +571,7 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
     const delFailures: string[] = [];
     for (const [k, pod] of timed.entries()) {
       if (dels[k]!.code === 0) continue;
-      delFailures.push(errorText(dels[k]!.stdout));
+      delFailures.push(errorText(dels[k]!));
       await cleanUp(pod, `ctr-${pod.name}`);
     }
     // The probes: memory, and where CPU and time go, on pods of their own after the timed ones.
@@ -593,7 +598,7 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
         rmSync(cpuLog, { force: true });
         const o = { conf: conf(pod), path: watched, watch: pidLog };
         const out = command === "ADD" ? await call(impl, command, pod, `ctr-${pod.name}`, o) : await del(impl, pod, `ctr-${pod.name}`, o);
-        if (command === "ADD" && out.code !== 0) throw new Error(`${impl.name} ADD ${pod.name} (probe): ${errorText(out.stdout)}`);
+        if (command === "ADD" && out.code !== 0) throw new Error(`${impl.name} ADD ${pod.name} (probe): ${errorText(out)}`);
         for (const [name, kb] of out.peaks ?? []) rss.set(name, Math.max(rss.get(name) ?? 0, kb));
         // Subtrees: multus' from the kernel's rusage here, each delegate's from its script.
         const cpu = new Map<string, number>([["multus", out.cpuMs]]);
@@ -659,9 +664,12 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
                 podRun.eth0 = ips?.[0]?.address.split("/")[0];
                 break;
               }
-              if (!add.killed) attemptRun.message = errorText(add.stdout);
-              // containerd tears a failed sandbox's network down with the same container ID, then kubelet tries again.
+              if (!add.killed) attemptRun.message = errorText(add);
+              // containerd tears a failed sandbox's network down with the same container ID and removes
+              // its netns; kubelet's next try is a new sandbox with a new netns.
               attemptRun.delCode = (await del(impl, pod, containerId)).code;
+              deleteNetns(pod.ns);
+              pod.ns = netns("pod");
               await Bun.sleep(BACKOFF_MS * (0.5 + Math.random()));
             }
             podRun.endedMs = performance.now() - started;
@@ -745,7 +753,7 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
       net1,
       mismatched,
       statusMismatched,
-      del: { calls: delCalls.map((d) => d.out), seconds: delSeconds, failures: failed.map((d) => errorText(d.out.stdout)) },
+      del: { calls: delCalls.map((d) => d.out), seconds: delSeconds, failures: failed.map((d) => errorText(d.out)) },
       left,
     };
   }
@@ -761,6 +769,7 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
     races.set(impl.name, await race(impl));
   }
   report(seq, races);
+  if (cleanupFailures.length > 0) console.log(`  our DEL of what a failed call left failed too: ${grouped(cleanupFailures)}`);
 }
 
 // ---- the report --------------------------------------------------------------------------------

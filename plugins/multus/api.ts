@@ -34,11 +34,14 @@ interface NodeObject {
   metadata: { labels?: Record<string, string> };
 }
 
-/** upstream `GetPod`: a 250 ms poll for 2.5 s, each GET bounded (it is on every ADD's path). */
+/**
+ * upstream `GetPod`: retried every 250 ms for 2.5 s while the API refuses or fails. Unlike
+ * upstream, a GET is not cut short (upstream: 250 ms each): on a node starting many pods at once,
+ * the process' first request (TLS included) can take seconds of a starved CPU, and a cut GET fails
+ * the sandbox, whose retry costs the node more than the wait. A GET waits within the ADD's API time.
+ */
 const POD_POLL_MS = 250;
 const POD_POLL_WINDOW_MS = 2500;
-/** A GET that opens the connection (TLS) needs more than upstream's 250 ms on a loaded node. */
-const POD_GET_TIMEOUT_MS = 1000;
 /** upstream `SetNetworkStatus`: client-go's DefaultRetry, 5 tries on a conflict. */
 const STATUS_TRIES = 5;
 const STATIC_POD_SOURCE = "kubernetes.io/config.source";
@@ -85,7 +88,7 @@ export class MultusApi {
     const until = Date.now() + POD_POLL_WINDOW_MS;
     for (;;) {
       try {
-        const pod = await this.client.get<Pod>(path, undefined, POD_GET_TIMEOUT_MS);
+        const pod = await this.client.get<Pod>(path);
         return pod === undefined ? { gone: true } : { pod };
       } catch (err) {
         if (!(err instanceof KubeUnavailableError) || Date.now() + POD_POLL_MS >= until) throw apiError(`error waiting for pod ${namespace}/${name}`, err);

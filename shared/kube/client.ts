@@ -86,12 +86,9 @@ export class KubeClient {
     this.options.deadline = Math.max(this.options.deadline, until);
   }
 
-  /**
-   * GET; undefined when the object does not exist. `accept` replaces the Accept header;
-   * `timeoutMs` bounds this request below the deadline (a short poll).
-   */
-  async get<T>(path: string, accept?: string, timeoutMs?: number): Promise<T | undefined> {
-    const response = await this.send("GET", path, undefined, undefined, accept, timeoutMs);
+  /** GET; undefined when the object does not exist. `accept` replaces the Accept header. */
+  async get<T>(path: string, accept?: string): Promise<T | undefined> {
+    const response = await this.send("GET", path, undefined, undefined, accept);
     if (response.status === 404) return undefined;
     return this.decode<T>("GET", path, response);
   }
@@ -123,8 +120,8 @@ export class KubeClient {
     return true;
   }
 
-  private async send(method: string, path: string, body?: string, contentType?: string, accept?: string, timeoutMs?: number): Promise<Http1Response> {
-    const remaining = Math.min(this.options.deadline - Date.now(), timeoutMs ?? Number.POSITIVE_INFINITY);
+  private async send(method: string, path: string, body?: string, contentType?: string, accept?: string): Promise<Http1Response> {
+    const remaining = this.options.deadline - Date.now();
     if (remaining <= 0) throw new KubeUnavailableError(`no time left for ${method} ${path}`);
     this.requests++;
     try {
