@@ -15,6 +15,7 @@ import { benchIpvlanInGuest } from "./ipvlan.ts";
 import { median } from "./stats.ts";
 import { benchWhereaboutsKube } from "./kube.ts";
 import { benchMultus } from "./multus.ts";
+import { benchStatus } from "./status.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const BIN = join(ROOT, "bin");
@@ -208,4 +209,5 @@ await benchIpvlanInGuest(Math.min(RUNS, 15));
 await benchWhereabouts();
 await benchWhereaboutsKube();
 await benchMultus();
+await benchStatus();
 binSize();
