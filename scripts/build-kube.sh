@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Builds the real kube-apiserver and etcd that the Kubernetes tests, benchmarks and demo run, and
-# the kubelet of the node tests (conformance/node/), from the Go modules pinned in tools/kube, into
-# a git-ignored cache. A cold build takes many
+# Builds the real kube-apiserver and etcd that the Kubernetes tests, benchmarks and demo run, the
+# kubelet of the node tests (conformance/node/), and the kube-controller-manager and kube-scheduler
+# that run deploy/'s DaemonSet (startCluster's controllerManager option), from the Go modules
+# pinned in tools/kube, into a git-ignored cache. A cold build takes many
 # minutes on two cores; a cached one is reused at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KUBE_VERSION=v1.36.3
 OUT=".cache/kube/$KUBE_VERSION"
-if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/etcd" ] && [ -x "$OUT/kubectl" ] && [ -x "$OUT/kubelet" ]; then
-  echo "kube-apiserver, etcd, kubectl and kubelet cached in $OUT"
+BINARIES=(etcd kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler)
+cached=1
+for binary in "${BINARIES[@]}"; do [ -x "$OUT/$binary" ] || cached=0; done
+if [ $cached = 1 ]; then
+  echo "${BINARIES[*]} cached in $OUT"
   exit 0
 fi
 command -v go >/dev/null || { echo "go is required to build kube-apiserver and etcd" >&2; exit 1; }
@@ -36,6 +40,10 @@ build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$version_flags"
 build kubectl k8s.io/kubernetes/cmd/kubectl "$version_flags"
 # kubelet shares most packages with kube-apiserver: a few minutes more on a cold build.
 build kubelet k8s.io/kubernetes/cmd/kubelet "$version_flags"
+# The DaemonSet controller sets a node affinity on its pods, not nodeName: the scheduler binds them.
+# Both share most packages with kube-apiserver and kubelet (docs/testing.md has the times).
+build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$version_flags"
+build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$version_flags"
 echo "built in $(( $(date +%s) - started )) s:"
 ls -la "../../$OUT"
 exit 0

@@ -1,7 +1,8 @@
 /**
  * A real Kubernetes API server for tests, benchmarks and the demo: etcd and kube-apiserver (built
  * from Go modules by scripts/build-kube.sh) on 127.0.0.1 with free ports, RBAC on, an admin
- * kubeconfig (0600), our CRDs applied and Established. No fake, no mock.
+ * kubeconfig (0600), our CRDs applied and Established. No fake, no mock. With `controllerManager`,
+ * also kube-controller-manager and kube-scheduler, for what a DaemonSet needs (deploy/).
  *
  *   const cluster = await startCluster();   // ~10-20 s on two cores
  *   ...                                     // cluster.kubeconfig, cluster.kubectl(...)
@@ -62,11 +63,36 @@ interface ClusterOptions {
    * 127.0.0.1 only. No endpoint reconciler runs, so nothing else uses it. Default 127.0.0.1.
    */
   advertiseAddress?: string;
+  /**
+   * Also run kube-controller-manager with the controllers a DaemonSet and its pods need
+   * (CONTROLLERS), and kube-scheduler: the DaemonSet controller gives each pod a node affinity
+   * for its node, not a nodeName, and leaves the binding to the scheduler. Both as the admin,
+   * leader election off, serving on 127.0.0.1 at free ports; ready once kube-root-ca.crt is in
+   * kube-system. Off by default: the other tests need neither.
+   */
+  controllerManager?: boolean;
 }
+
+/**
+ * The controllers a DaemonSet's pods need (v1.36 names, cmd/kube-controller-manager/names): the
+ * DaemonSet's pods; the `default` ServiceAccount of each namespace; the cluster's CA as the
+ * kube-root-ca.crt ConfigMap of each namespace (a projected service-account volume reads it); the
+ * garbage collector, which deletes a deleted DaemonSet's pods (kubectl's cascade); the namespace
+ * controller, which empties a deleted namespace. No token controller (no legacy token Secrets), so
+ * no service-account private key is needed.
+ */
+const CONTROLLERS = [
+  "daemonset-controller",
+  "serviceaccount-controller",
+  "root-ca-certificate-publisher-controller",
+  "garbage-collector-controller",
+  "namespace-controller",
+];
 
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const log = options.log ?? (() => {});
-  for (const binary of ["etcd", "kube-apiserver", "kubectl"]) {
+  const binaries = ["etcd", "kube-apiserver", "kubectl", ...(options.controllerManager ? ["kube-controller-manager", "kube-scheduler"] : [])];
+  for (const binary of binaries) {
     if (!existsSync(join(KUBE_BIN, binary))) {
       throw new Error(`${join(KUBE_BIN, binary)} is missing: run scripts/build-kube.sh (a cold build takes many minutes)`);
     }
@@ -74,7 +100,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   installExitHook();
   const started = Date.now();
   const dir = mkdtempSync(join(tmpdir(), "cnit-kube-"));
-  const [etcdClient, etcdPeer, apiPort] = await freePorts(3);
+  const [etcdClient, etcdPeer, apiPort, controllerManagerPort, schedulerPort] = await freePorts(5);
   mkdirSync(join(dir, "etcd"), { mode: 0o700 });
   mkdirSync(join(dir, "certs"), { mode: 0o700 });
 
@@ -137,8 +163,42 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   await waitFor("namespace default", async () => (tryKubectl(kubectl, ["get", "namespace", "default"]) ? 200 : 0), apiserver, join(dir, "apiserver.log"));
   kubectl(["apply", "-f", CRD_DIR]);
   kubectl(["wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"]);
+  const controllers: ChildProcess[] = [];
+  if (options.controllerManager) {
+    const controllersStarted = Date.now();
+    const common = (name: string, port: number | undefined) => [
+      `--kubeconfig=${kubeconfig}`,
+      "--leader-elect=false",
+      "--bind-address=127.0.0.1",
+      `--secure-port=${port}`,
+      // Its self-signed serving certificate; without a directory it would be written under the working directory.
+      `--cert-dir=${join(dir, name)}`,
+    ];
+    const controllerManager = launch(
+      join(KUBE_BIN, "kube-controller-manager"),
+      [
+        ...common("controller-manager", controllerManagerPort),
+        `--controllers=${CONTROLLERS.join(",")}`,
+        `--root-ca-file=${caFile}`,
+        "--use-service-account-credentials=false",
+      ],
+      join(dir, "controller-manager.log"),
+    );
+    controllers.push(controllerManager);
+    const scheduler = launch(join(KUBE_BIN, "kube-scheduler"), common("scheduler", schedulerPort), join(dir, "scheduler.log"));
+    controllers.push(scheduler);
+    await waitFor("kube-scheduler", () => httpsGetStatus(`https://127.0.0.1:${schedulerPort}/healthz`), scheduler, join(dir, "scheduler.log"));
+    // Its controllers are running once the CA publisher has written kube-system's copy.
+    await waitFor(
+      "kube-controller-manager",
+      async () => (tryKubectl(kubectl, ["-n", "kube-system", "get", "configmap", "kube-root-ca.crt"]) ? 200 : 0),
+      controllerManager,
+      join(dir, "controller-manager.log"),
+    );
+    log(`kube-controller-manager and kube-scheduler ready in ${Date.now() - controllersStarted} ms`);
+  }
   const startedInMs = Date.now() - started;
-  log(`cluster ready in ${startedInMs} ms (CRDs Established)`);
+  log(`cluster ready in ${startedInMs} ms (CRDs Established${options.controllerManager ? ", controllers running" : ""})`);
 
   async function startApiServer(): Promise<ChildProcess> {
     const child = launch(join(KUBE_BIN, "kube-apiserver"), apiArgs, join(dir, "apiserver.log"));
@@ -166,6 +226,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       apiserver = await startApiServer();
     },
     async stop() {
+      for (const child of controllers) await terminate(child);
       await terminate(apiserver);
       await terminate(etcd);
       rmSync(dir, { recursive: true, force: true });
@@ -322,10 +383,12 @@ function httpGetStatus(url: string): Promise<number> {
   });
 }
 
-function httpsGetStatus(url: string, caFile: string): Promise<number> {
-  if (!existsSync(caFile)) return Promise.resolve(0);
+/** `caFile`: the server's CA; undefined: any certificate (a component's self-signed one, on 127.0.0.1). */
+function httpsGetStatus(url: string, caFile?: string): Promise<number> {
+  if (caFile !== undefined && !existsSync(caFile)) return Promise.resolve(0);
+  const trust = caFile === undefined ? { rejectUnauthorized: false } : { ca: readFileSync(caFile) };
   return new Promise((done, fail) => {
-    const req = request(url, { ca: readFileSync(caFile), timeout: 2000 }, (res) => {
+    const req = request(url, { ...trust, timeout: 2000 }, (res) => {
       res.resume();
       done(res.statusCode ?? 0);
     });

@@ -1,4 +1,4 @@
-// Builds the real kube-apiserver and etcd our tests talk to (scripts/build-kube.sh).
+// Builds the real kube-apiserver, etcd, kubectl, kubelet, kube-controller-manager and kube-scheduler our tests run (scripts/build-kube.sh).
 // Nothing here is imported; the tool lines keep the requirements and checksums.
 module cni-plugins-ts/tools/kube
 
@@ -232,6 +232,8 @@ replace (
 tool (
 	go.etcd.io/etcd/server/v3
 	k8s.io/kubernetes/cmd/kube-apiserver
+	k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-scheduler
 	k8s.io/kubernetes/cmd/kubectl
 	k8s.io/kubernetes/cmd/kubelet
 )
