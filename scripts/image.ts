@@ -71,7 +71,7 @@ export function sharedLibraries(lddOutput: string): string[] {
  * ldd names (links followed: the loader's path is a link on Debian), `test`. Every file 0755.
  * Returns the files as paths in the image, sorted.
  */
-export function writeRootfs(dir: string, executable = join(ROOT, "bin/cni-plugins")): string[] {
+function writeRootfs(dir: string, executable = join(ROOT, "bin/cni-plugins")): string[] {
   if (!existsSync(executable)) throw new Error(`${executable} is missing: run npm run build first`);
   const ldd = spawnSync("ldd", [executable], { encoding: "utf8" });
   if (ldd.status !== 0) throw new Error(`ldd ${executable}: ${ldd.stderr}${ldd.stdout}${ldd.error ?? ""}`);
