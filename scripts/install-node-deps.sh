@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Installs what conformance/node/ runs a real Kubernetes node with, beside the kubelet that
-# scripts/build-kube.sh builds: Debian's containerd (1.6) and runc. Idempotent: when both are
+# Installs what conformance/node/ runs a real Kubernetes node with from Debian: runc, the OCI
+# runtime of the containerd that scripts/build-containerd.sh builds (containerd v2.2.9, its shim
+# and ctr), beside the kubelet that scripts/build-kube.sh builds. Idempotent: when runc is
 # installed already, it touches neither apt nor the net.
 #
 #   sudo bash scripts/install-node-deps.sh
 set -euo pipefail
 
 packages=(
-  containerd # the node's container runtime, started by the tests with a config of their own
-  runc       # containerd's OCI runtime
+  runc # containerd's OCI runtime, found on PATH by containerd's runc shim
 )
 
 missing=()
@@ -23,4 +23,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-echo "node dependencies installed: $(containerd --version | cut -d' ' -f3), runc $(runc --version | head -1 | cut -d' ' -f3)"
+echo "node dependencies installed: runc $(runc --version | head -1 | cut -d' ' -f3)"
