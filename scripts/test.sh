@@ -9,9 +9,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 # What the suites need, each step quick when already done: Debian packages (iproute2, ping, qemu
-# and a kernel for the ipvlan guest; runc for the node tests), the plugins, upstream's binaries to
-# compare against, the real API server and kubelet, and containerd (progress while a cold build
-# runs).
+# and a kernel for the ipvlan guest; runc for the node tests, Debian's containerd for the deploy
+# test), the plugins, upstream's binaries to compare against, the real API server and kubelet, and
+# the test nodes' containerd (progress while a cold build runs).
 bash scripts/install-guest-deps.sh
 bash scripts/install-node-deps.sh
 npm run build
