@@ -5,7 +5,7 @@
  * /work/shared/recipes/kubelet-containerd.md, which has the why of each setting; what differs is
  * said where it is done.
  *
- *   const node = await startNode(cluster, { name: "node-a" });   // ~5-10 s
+ *   const node = await startNode(cluster, { name: "node-a" });   // ~1.5-3 s
  *   node.podResourcesSocket, node.devicePluginDir, node.cniConfDir, node.cniBinDir
  *   node.hostPath("/var/log/multus.log")   // where a file of the node is on this machine
  *   node.sandboxPid(podUid)                // for nsenter --target <pid> --net
