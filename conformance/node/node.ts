@@ -98,6 +98,10 @@ export interface KubeNode {
   containerPid(containerId: string): number;
   /** The PID of the running sandbox of the pod with this UID: its network namespace is the pod's. */
   sandboxPid(podUid: string): number;
+  /** Stops kubelet as a restart does (SIGTERM): the pods go on running under containerd's shims. */
+  stopKubelet(): Promise<void>;
+  /** Starts the stopped kubelet again, same config and state; resolves once its healthz answers ok. */
+  startKubelet(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -173,6 +177,8 @@ export async function startNode(cluster: Cluster, options: NodeOptions): Promise
       if (live.length !== 1 || !live[0]) throw new Error(`pod ${podUid} has ${live.length} running sandboxes on node ${name} (of ${ids.length})`);
       return live[0].pid;
     },
+    stopKubelet: () => Promise.reject(new Error(`node ${name} has no kubelet yet`)),
+    startKubelet: () => Promise.reject(new Error(`node ${name} has no kubelet yet`)),
     async stop() {
       // Last started, first stopped; every step runs even when one before it failed.
       const errors: string[] = [];
@@ -315,21 +321,23 @@ export async function startNode(cluster: Cluster, options: NodeOptions): Promise
         nodeStatusReportFrequency: "1s",
       }),
     );
-    const kubeletProcess = launch(
-      "nsenter",
-      [
-        `--mount=${node.mountNamespace}`,
-        "--",
-        kubelet,
-        `--config=${path("kubelet.json")}`,
-        // The admin's credentials: the test API server has no node authorizer or node tokens.
-        `--kubeconfig=${cluster.kubeconfig}`,
-        "--root-dir=/var/lib/kubelet",
-        `--hostname-override=${name}`,
-        `--node-ip=${hostAddress()}`,
-      ],
-      path("logs", "kubelet.log"),
-    );
+    const launchKubelet = () =>
+      launch(
+        "nsenter",
+        [
+          `--mount=${node.mountNamespace}`,
+          "--",
+          kubelet,
+          `--config=${path("kubelet.json")}`,
+          // The admin's credentials: the test API server has no node authorizer or node tokens.
+          `--kubeconfig=${cluster.kubeconfig}`,
+          "--root-dir=/var/lib/kubelet",
+          `--hostname-override=${name}`,
+          `--node-ip=${hostAddress()}`,
+        ],
+        path("logs", "kubelet.log"),
+      );
+    let kubeletProcess = launchKubelet();
     stops.push(() => terminate(kubeletProcess));
     await waitFor(
       "kubelet",
@@ -337,6 +345,12 @@ export async function startNode(cluster: Cluster, options: NodeOptions): Promise
       kubeletProcess,
       path("logs", "kubelet.log"),
     );
+    node.stopKubelet = () => terminate(kubeletProcess);
+    node.startKubelet = async () => {
+      if (kubeletProcess.exitCode === null && kubeletProcess.signalCode === null) throw new Error(`kubelet of node ${name} is running`);
+      kubeletProcess = launchKubelet();
+      await waitUntil("kubelet healthy again", () => healthy(healthzPort!), kubeletProcess, path("logs", "kubelet.log"));
+    };
     stops.push(() => {
       spawnSync(join(KUBE_BIN, "kubectl"), [`--kubeconfig=${cluster.kubeconfig}`, "delete", "node", name, "--ignore-not-found", "--wait=false"]);
     });
@@ -527,6 +541,27 @@ async function waitFor(what: string, ready: () => boolean, child: ChildProcess, 
     if (ready()) return;
     if (Date.now() > deadline) throw new Error(`${what} not ready after ${START_TIMEOUT_MS} ms:\n${tail(logFile)}`);
     await new Promise((done) => setTimeout(done, 200));
+  }
+}
+
+/** waitFor with a check that awaits. */
+async function waitUntil(what: string, ready: () => Promise<boolean>, child: ChildProcess, logFile: string): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what}: exited (${child.exitCode ?? child.signalCode}):\n${tail(logFile)}`);
+    if (await ready()) return;
+    if (Date.now() > deadline) throw new Error(`${what}: not after ${START_TIMEOUT_MS} ms:\n${tail(logFile)}`);
+    await new Promise((done) => setTimeout(done, 200));
+  }
+}
+
+/** kubelet's /healthz on 127.0.0.1 says ok. */
+async function healthy(port: number): Promise<boolean> {
+  try {
+    const response = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(2_000) });
+    return response.ok && (await response.text()) === "ok";
+  } catch {
+    return false;
   }
 }
 
