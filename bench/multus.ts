@@ -17,17 +17,17 @@
  * exec per call for either implementation), so every delegate finds m0 and leaves its host-side
  * links on the node, with no wrapper between multus and its delegates. The API server listens on
  * 127.0.0.1 of this process' namespace: each node reaches it at the same address through a relay,
- * a small process of this file's own (`relay` below) in the node's namespace that hands each
+ * a small process (conformance/kube/relay.ts) in the node's namespace that hands each
  * connection over a unix socket (not namespaced) to one in this namespace, bytes unchanged (TLS
  * goes end to end).
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, chmodSync } from "node:fs";
-import { createServer, connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { cleanup, deleteNetns, netns, node, nsPath, sweepStale, type Node } from "../conformance/harness.ts";
 import { installerKubeconfigText, startCluster, type Cluster } from "../conformance/kube/cluster.ts";
+import { RELAY_SCRIPT } from "../conformance/kube/relay.ts";
 import { createNad, createPod, filesUnder, multusKubeconfigText, primaryNetwork } from "../conformance/kube/multus.ts";
 import { AdminApi, requestsBetween } from "../conformance/kube/objects.ts";
 import { median, percentile } from "./stats.ts";
@@ -72,39 +72,12 @@ const PROBES = 5;
 const RANGE = "192.168.0.0/16";
 const POOL = "192.168.0.0-16";
 const NAMESPACE = "default";
-/** The CRI deadline kubelet gives a sandbox; an ADD still running then is killed (containerd runs plugins under the request's context). */
+/** The CRI deadline kubelet gives a request (runtimeRequestTimeout): an ADD or DEL still running then is killed (containerd runs plugins under the request's context). */
 const DEADLINE_MS = 120_000;
 const BACKOFF_MS = 1000;
 /** Tries before the bench gives a pod up (kubelet never does; a bound keeps a broken run finite). */
 const MAX_TRIES = 20;
 const NETWORKS = { "k8s.v1.cni.cncf.io/networks": "macvlan-conf" };
-
-// ---- the relay ---------------------------------------------------------------------------------
-
-/** "127.0.0.1:6443" or "/path/to.sock". */
-function endpoint(text: string): { path: string } | { host: string; port: number } {
-  if (text.startsWith("/")) return { path: text };
-  const colon = text.lastIndexOf(":");
-  return { host: text.slice(0, colon), port: Number(text.slice(colon + 1)) };
-}
-
-/** Accepts on `listen` and pipes each connection to a new one to `target`; prints "ready" once listening. */
-function relay(listen: string, target: string): void {
-  const server = createServer((client: Socket) => {
-    const peer = connect(endpoint(target));
-    client.pipe(peer);
-    peer.pipe(client);
-    const close = () => {
-      client.destroy();
-      peer.destroy();
-    };
-    for (const socket of [client, peer]) {
-      socket.on("error", close);
-      socket.on("close", close);
-    }
-  });
-  server.listen(endpoint(listen), () => process.stdout.write("ready\n"));
-}
 
 // ---- processes this bench keeps running --------------------------------------------------------
 
@@ -362,6 +335,10 @@ interface Race {
   statusMismatched: number;
   del: { calls: Call[]; seconds: number; failures: string[] };
   left: { poolEntries: number; reservations: number; podLinks: number; nodeLinks: number; leases: number; cniFiles: number };
+  /** Releases the API could not take during the DELs, left in the nodes' whereabouts journals (ours). */
+  journalled: number;
+  /** The pool after one more call on each node, which replays its journal (ours). */
+  leftAfterNext: { poolEntries: number; reservations: number };
 }
 
 export async function benchMultus(): Promise<void> {
@@ -395,7 +372,7 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
   const sandboxes = Array.from({ length: Math.max(RACE_PODS, SEQUENTIAL_PODS + PROBES + 1) }, () => netns("pod"));
 
   const relaySocket = join(dir, "api.sock");
-  relays.push(await startHelper([process.execPath, import.meta.path, "relay", relaySocket, `127.0.0.1:${apiPort}`]));
+  relays.push(await startHelper([process.execPath, RELAY_SCRIPT, relaySocket, `127.0.0.1:${apiPort}`]));
   const nodes: BenchNode[] = [];
   for (const [index, host] of hosts.entries()) {
     const nodeDir = join(dir, `node-${index}`);
@@ -425,9 +402,7 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
       path("whereabouts.d"),
       flatDir,
     ]);
-    relays.push(
-      await startHelper(["nsenter", `--net=${nsPath(host.ns)}`, "--", process.execPath, import.meta.path, "relay", `127.0.0.1:${apiPort}`, relaySocket]),
-    );
+    relays.push(await startHelper(["nsenter", `--net=${nsPath(host.ns)}`, "--", process.execPath, RELAY_SCRIPT, `127.0.0.1:${apiPort}`, relaySocket]));
     nodes.push({
       index,
       name: `node-${index}`,
@@ -541,13 +516,13 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
    * #1454), leaving eth0, its host-side veth and host-local's lease.
    */
   async function del(impl: Impl, pod: Pod, containerId: string, o: { conf?: string; path?: string; watch?: string } = {}): Promise<Call> {
-    const out = await call(impl, "DEL", pod, containerId, { killAfterMs: 60_000, ...o });
+    const out = await call(impl, "DEL", pod, containerId, { killAfterMs: DEADLINE_MS, ...o });
     if (out.code !== 0) await cleanUp(pod, containerId);
     return out;
   }
 
   async function cleanUp(pod: Pod, containerId: string): Promise<void> {
-    const out = await call(OURS, "DEL", pod, containerId, { killAfterMs: 60_000 });
+    const out = await call(OURS, "DEL", pod, containerId, { killAfterMs: DEADLINE_MS });
     if (out.code !== 0) cleanupFailures.push(`${pod.name} ${containerId}: ${errorText(out)}`);
   }
 
@@ -722,7 +697,7 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
           runs.filter((r) => r.pod.node === n && r.started),
           IN_FLIGHT_PER_NODE,
           async (r) => {
-            delCalls.push({ run: r, out: await call(impl, "DEL", r.pod, r.started!, { killAfterMs: 60_000 }) });
+            delCalls.push({ run: r, out: await call(impl, "DEL", r.pod, r.started!, { killAfterMs: DEADLINE_MS }) });
           },
         ),
       ),
@@ -735,6 +710,19 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
       nodeLinks: nodes.reduce((sum, n) => sum + linksIn(n.host.ns, ["lo", n.host.master]).length, 0),
       leases: nodes.reduce((sum, n) => sum + filesUnder(n.hostLocalDir).filter((f) => /\d+\.\d+\.\d+\.\d+$/.test(f)).length, 0),
       cniFiles: nodes.reduce((sum, n) => sum + filesUnder(n.cniDir).length, 0),
+    };
+    // A DEL the API could not take succeeds and leaves the release in the node's journal, which
+    // the node's next call replays: one DEL of a container that never was, per node.
+    const journalled = nodes.reduce((sum, n) => sum + filesUnder(join(n.dir, "whereabouts/journal")).length, 0);
+    await Promise.all(
+      nodes.map(async (n) => {
+        const run = runs.find((r) => r.pod.node === n);
+        if (run) await call(impl, "DEL", run.pod, "ctr-next", { killAfterMs: DEADLINE_MS });
+      }),
+    );
+    const leftAfterNext = {
+      poolEntries: Object.keys((await api.pool(POOL))?.spec.allocations ?? {}).length,
+      reservations: (await api.reservations()).length,
     };
     const failed = delCalls.filter((d) => d.out.code !== 0);
     await eachLimited(failed, 10, (d) => cleanUp(d.run.pod, d.run.started!));
@@ -755,6 +743,8 @@ async function run(cluster: Cluster, api: AdminApi, dir: string): Promise<void> 
       statusMismatched,
       del: { calls: delCalls.map((d) => d.out), seconds: delSeconds, failures: failed.map((d) => errorText(d.out)) },
       left,
+      journalled,
+      leftAfterNext,
     };
   }
 
@@ -872,6 +862,8 @@ function report(seq: Map<Impl["name"], Sequential>, races: Map<Impl["name"], Rac
     const left = r(i).left;
     return `${left.podLinks}, ${left.nodeLinks}, ${left.leases}, ${left.cniFiles}`;
   });
+  text("left after the DELs: releases journalled for the node's next call", (i) => String(r(i).journalled));
+  text("left after each node's next call: IPPool entries, reservations", (i) => `${r(i).leftAfterNext.poolEntries}, ${r(i).leftAfterNext.reservations}`);
 
   const header = ["", "ours", "upstream", "ratio"];
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((cells) => cells[c]!.length)));
@@ -909,8 +901,4 @@ function report(seq: Map<Impl["name"], Sequential>, races: Map<Impl["name"], Rac
   );
 }
 
-if (import.meta.main) {
-  const [mode, listen, target] = process.argv.slice(2);
-  if (mode === "relay" && listen && target) relay(listen, target);
-  else await benchMultus();
-}
+if (import.meta.main) await benchMultus();
