@@ -15,6 +15,7 @@ import { benchIpvlanInGuest } from "./ipvlan.ts";
 import { median } from "./stats.ts";
 import { benchWhereaboutsKube } from "./kube.ts";
 import { benchMultus } from "./multus.ts";
+import { benchPods } from "./pods.ts";
 import { benchStatus } from "./status.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -210,4 +211,5 @@ await benchWhereabouts();
 await benchWhereaboutsKube();
 await benchMultus();
 await benchStatus();
+await benchPods();
 binSize();
