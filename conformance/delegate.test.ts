@@ -123,7 +123,7 @@ function spawnSyncText(command: string, args: string[], env: NodeJS.ProcessEnv) 
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
-test("a conflist macvlan + static + sbr: ADD, CHECK, DEL as cnitool (libcni v1.3.0) runs it", () => {
+test("a conflist macvlan + static + sbr: ADD, CHECK, DEL as cnitool (libcni v1.3.0) runs it", async () => {
   const pod = netns("pod");
   const podPath = nsPath(pod);
   const containerId = cnitoolContainerId(podPath);
@@ -139,7 +139,7 @@ test("a conflist macvlan + static + sbr: ADD, CHECK, DEL as cnitool (libcni v1.3
   const options = { path: PATH };
 
   // ---- ours
-  const result = addNetworkList(list, rt, options);
+  const result = await addNetworkList(list, rt, options);
   const ours = resultToVersion(result, result.cniVersion);
   expect(ours).toMatchObject({
     cniVersion: "1.0.0",
@@ -156,9 +156,9 @@ test("a conflist macvlan + static + sbr: ADD, CHECK, DEL as cnitool (libcni v1.3
   const ourCache = readFileSync(ourCacheFile, "utf8");
   expect(decodeCacheEntry(ourCache)?.config).toBe(CONFLIST);
 
-  checkNetworkList(list, rt, options);
-  statusNetworkList(list, options); // 1.0.0: nothing to run
-  delNetworkList(list, rt, options);
+  await checkNetworkList(list, rt, options);
+  await statusNetworkList(list, options); // 1.0.0: nothing to run
+  await delNetworkList(list, rt, options);
   expect(link(pod, "net1")).toBeUndefined();
   expect(existsSync(ourCacheFile)).toBe(false);
 
@@ -174,7 +174,7 @@ test("a conflist macvlan + static + sbr: ADD, CHECK, DEL as cnitool (libcni v1.3
   expect(ourCache).toBe(theirCache);
 
   // Each side reads the other's cache: ours CHECKs cnitool's attachment, cnitool DELs it after.
-  checkNetworkList(list, { ...rt, cacheDir: LIBCNI_CACHE }, options);
+  await checkNetworkList(list, { ...rt, cacheDir: LIBCNI_CACHE }, options);
   const check = cnitool("check", podPath);
   expect(check.status, check.stderr).toBe(0);
   const del = cnitool("del", podPath);

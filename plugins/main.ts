@@ -4,6 +4,7 @@
  */
 import { basename } from "node:path";
 import { CniError, ErrorCode } from "../shared/cni/errors.ts";
+import { carryPlugins } from "../shared/cni/exec.ts";
 import { runPlugin } from "../shared/cni/skel.ts";
 import { LATEST } from "../shared/cni/version.ts";
 import { writeAllSync } from "../shared/log.ts";
@@ -27,6 +28,10 @@ if (!load && invokedAs === "cni-plugins" && process.argv[2] === "install") {
   // Bytecode builds are CommonJS, which has no top-level await. The answer is written (synchronously)
   // when runPlugin returns: exit then, so that nothing left pending (a connection attempt to an
   // API server that drops packets) holds the runtime waiting for this process.
+  // A delegate that is this executable under another plugin's name runs in this process
+  // (exec.ts); multus is not carried: a multus delegate (a misconfiguration) stays a process of its own.
+  const { multus: _meta, ...leaves } = PLUGINS;
+  carryPlugins(leaves);
   void load()
     .then(runPlugin)
     .then((code) => process.exit(code));

@@ -148,7 +148,7 @@ async function add(req: Request): Promise<Result> {
       const copyProblem = copyDeviceInfo(delegate, args.containerId);
       if (copyProblem !== undefined) log.debug(`device-info of ${delegate.conf.name} not copied: ${copyProblem}`);
       added.push(delegate);
-      const result = addNetworkList(delegate.conf.list, runtimeConfFor(invocation, delegate, true), req.options);
+      const result = await addNetworkList(delegate.conf.list, runtimeConfFor(invocation, delegate, true), req.options);
       log.verbose(
         `Add: ${req.pod.namespace}:${req.pod.name}:${pod?.metadata.uid ?? "unknownUID"}:${delegate.conf.name}(${delegate.conf.list.name}):${delegate.ifName} ${JSON.stringify(result)}`,
       );
@@ -172,7 +172,7 @@ async function add(req: Request): Promise<Result> {
   } catch (err) {
     const error = addFailure(req, failing, err);
     api?.extendDeadline(Date.now() + CLEANUP_TIME_MS);
-    const clean = rollBack(req, invocation, added);
+    const clean = await rollBack(req, invocation, added);
     if (clean) removeScratchCache(config.cniDir, args.containerId);
     events.push({ type: "Warning", reason: "ErrorAddingInterface", message: error.message });
     await writeEvents(req, pod, events);
@@ -257,11 +257,11 @@ function addFailure(req: Request, delegate: PodDelegate | undefined, err: unknow
 }
 
 /** DELs the delegates already (or partly) added, last first. True when every DEL succeeded. */
-function rollBack(req: Request, invocation: Invocation, added: readonly PodDelegate[]): boolean {
+async function rollBack(req: Request, invocation: Invocation, added: readonly PodDelegate[]): Promise<boolean> {
   let clean = true;
   for (const delegate of [...added].reverse()) {
     try {
-      delNetworkList(delegate.conf.list, runtimeConfFor(invocation, delegate, false), req.options);
+      await delNetworkList(delegate.conf.list, runtimeConfFor(invocation, delegate, false), req.options);
       removeDeviceInfo(delegate, req.args.containerId);
     } catch (err) {
       clean = false;
@@ -318,7 +318,7 @@ async function del(req: Request): Promise<void> {
     const invocation = invocationOf(req);
     for (const delegate of podDelegatesFromCache(cached, args.ifName).reverse()) {
       try {
-        delNetworkList(networkForDel(config, delegate, args.containerId), runtimeConfFor(invocation, delegate, false), req.options);
+        await delNetworkList(networkForDel(config, delegate, args.containerId), runtimeConfFor(invocation, delegate, false), req.options);
         removeDeviceInfo(delegate, args.containerId);
       } catch (err) {
         fail(err);
@@ -329,7 +329,7 @@ async function del(req: Request): Promise<void> {
     if (entries.length > 0) {
       for (const entry of entries) {
         try {
-          delNetworkList(parseNetwork(entry.config), runtimeFromCache(req, entry), req.options);
+          await delNetworkList(parseNetwork(entry.config), runtimeFromCache(req, entry), req.options);
         } catch (err) {
           fail(err);
         }
@@ -372,7 +372,7 @@ async function delFromPod(req: Request, fail: (err: unknown) => void): Promise<v
   const invocation = invocationOf(req);
   for (const delegate of delegates.reverse()) {
     try {
-      delNetworkList(delegate.conf.list, runtimeConfFor(invocation, delegate, false), req.options);
+      await delNetworkList(delegate.conf.list, runtimeConfFor(invocation, delegate, false), req.options);
     } catch (err) {
       fail(err);
     }
@@ -442,7 +442,7 @@ async function check(req: Request): Promise<void> {
   const invocation = invocationOf(req);
   for (const delegate of podDelegatesFromCache(cached, args.ifName)) {
     try {
-      checkNetworkList(delegate.conf.list, runtimeConfFor(invocation, delegate, false), req.options);
+      await checkNetworkList(delegate.conf.list, runtimeConfFor(invocation, delegate, false), req.options);
     } catch (err) {
       throw prefixedDelegate(req, delegate, err, "CHECK");
     }
@@ -456,7 +456,7 @@ async function status(req: Request): Promise<void> {
   await waitForReadiness(req.config.readinessIndicatorFile);
   const [master] = (await resolveBase(resolutionWithoutPod(req))).base;
   if (master === undefined) throw new CniError(ErrorCode.InvalidConfig, "no cluster network");
-  statusNetworkList(master.list, req.options);
+  await statusNetworkList(master.list, req.options);
 }
 
 // ---- GC ----------------------------------------------------------------------------------------
@@ -509,7 +509,7 @@ async function gc(req: Request, valid: Attachment[]): Promise<void> {
     .map((entry) => ({ containerID: entry.containerId, ifname: entry.ifName }));
   for (const list of networks.values()) {
     try {
-      gcNetworkList(list, stillValid, config.cniDir, req.options);
+      await gcNetworkList(list, stillValid, config.cniDir, req.options);
     } catch (err) {
       collect(err, `GC of network ${list.name}`);
     }
@@ -534,7 +534,7 @@ async function gcContainer(req: Request, containerId: string): Promise<void> {
   const failures: string[] = [];
   for (const delegate of podDelegatesFromCache(cached, ifName).reverse()) {
     try {
-      delNetworkList(networkForDel(config, delegate, containerId), runtimeConfFor(invocation, delegate, false), req.options);
+      await delNetworkList(networkForDel(config, delegate, containerId), runtimeConfFor(invocation, delegate, false), req.options);
       removeDeviceInfo(delegate, containerId);
     } catch (err) {
       failures.push(messageOf(err));

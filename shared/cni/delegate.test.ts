@@ -15,7 +15,7 @@ import {
 } from "./delegate.ts";
 import { parseNetworkList } from "./netlist.ts";
 import { cacheFilePath, readCacheEntry } from "./result-cache.ts";
-import { thrown } from "./test-util.ts";
+import { rejected } from "./test-util.ts";
 
 const root = mkdtempSync(join(tmpdir(), "delegate-test-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -87,9 +87,9 @@ beforeEach(() => {
 });
 
 describe("the delegate runner", () => {
-  it("ADD chains prevResult, passes declared capabilities only, caches the last result", () => {
+  it("ADD chains prevResult, passes declared capabilities only, caches the last result", async () => {
     const network = list(["first", "second"]);
-    const result = addNetworkList(network, rt, options);
+    const result = await addNetworkList(network, rt, options);
     expect(result).toEqual({ cniVersion: "1.0.0", ips: [{ address: "10.0.0.2/24" }] });
     const [one, two] = calls();
     expect(one?.call).toBe("first ADD ctr1 net1 K8S_POD_NAME=web;IgnoreUnknown=1");
@@ -108,74 +108,86 @@ describe("the delegate runner", () => {
     });
   });
 
-  it("CHECK gives every plugin the cached result; DEL runs in reverse with it and removes the cache", () => {
+  it("CHECK gives every plugin the cached result; DEL runs in reverse with it and removes the cache", async () => {
     const network = list(["first", "second"]);
-    addNetworkList(network, rt, options);
+    await addNetworkList(network, rt, options);
     rmSync(log);
-    checkNetworkList(network, rt, options);
-    delNetworkList(network, rt, options);
+    await checkNetworkList(network, rt, options);
+    await delNetworkList(network, rt, options);
     expect(calls().map((c) => c.call.split(" ").slice(0, 2).join(" "))).toEqual(["first CHECK", "second CHECK", "second DEL", "first DEL"]);
     for (const { stdin } of calls()) expect(stdin.prevResult).toEqual({ cniVersion: "1.0.0", ips: [{ address: "10.0.0.2/24" }] });
     expect(existsSync(cacheFilePath(cacheDir, "net-a", "ctr1", "net1"))).toBe(false);
-    delNetworkList(network, rt, options);
+    await delNetworkList(network, rt, options);
     expect(calls().at(-1)?.stdin.prevResult).toBeUndefined();
   });
 
-  it("keeps the plugin's error code under libcni's prefix, and the cache when DEL fails", () => {
+  it("keeps the plugin's error code under libcni's prefix, and the cache when DEL fails", async () => {
     const network = list(["first", "failing"]);
-    addNetworkList(network, rt, options);
-    expect(thrown(() => delNetworkList(network, rt, options))).toEqual({
+    await addNetworkList(network, rt, options);
+    expect(await rejected(() => delNetworkList(network, rt, options))).toEqual({
       code: 11,
       msg: 'plugin type="failing" failed (delete): try later',
       details: "busy",
     });
     expect(readCacheEntry(cacheDir, "net-a", "ctr1", "net1")).toBeDefined();
-    expect(thrown(() => addNetworkList(list(["missing"]), rt, options)).msg).toMatch(/^plugin type="missing" failed \(add\): failed to find plugin "missing"/);
-    expect(thrown(() => addNetworkList(network, { ...rt, ifName: "" }, options)).code).toBe(4);
+    expect((await rejected(() => addNetworkList(list(["missing"]), rt, options))).msg).toMatch(
+      /^plugin type="missing" failed \(add\): failed to find plugin "missing"/,
+    );
+    expect((await rejected(() => addNetworkList(network, { ...rt, ifName: "" }, options))).code).toBe(4);
   });
 
-  it("honours disableCheck and refuses CHECK before 0.4.0", () => {
-    checkNetworkList(list(["first"], { disableCheck: "true" }), rt, options);
+  it("honours disableCheck and refuses CHECK before 0.4.0", async () => {
+    await checkNetworkList(list(["first"], { disableCheck: "true" }), rt, options);
     expect(calls()).toEqual([]);
-    expect(thrown(() => checkNetworkList(list(["first"], { cniVersion: "0.3.1" }), rt, options)).msg).toBe(
+    expect((await rejected(() => checkNetworkList(list(["first"], { cniVersion: "0.3.1" }), rt, options))).msg).toBe(
       'configuration version "0.3.1" does not support the CHECK command',
     );
   });
 
-  it("GC deletes stale cached attachments of this network, then GCs each plugin (1.1.0)", () => {
+  it("GC deletes stale cached attachments of this network, then GCs each plugin (1.1.0)", async () => {
     const network = list(["first"], { cniVersion: "1.1.0" });
-    addNetworkList(network, rt, options);
-    addNetworkList(network, { ...rt, containerId: "ctr2" }, options);
-    addNetworkList(list(["first"], { name: "other" }), rt, options);
+    await addNetworkList(network, rt, options);
+    await addNetworkList(network, { ...rt, containerId: "ctr2" }, options);
+    await addNetworkList(list(["first"], { name: "other" }), rt, options);
     rmSync(log);
-    gcNetworkList(network, [{ containerID: "ctr1", ifname: "net1" }], cacheDir, options);
+    await gcNetworkList(network, [{ containerID: "ctr1", ifname: "net1" }], cacheDir, options);
     expect(calls().map((c) => c.call)).toEqual(["first DEL ctr2 net1 K8S_POD_NAME=web;IgnoreUnknown=1", "first GC   "]);
     expect(calls()[1]?.stdin["cni.dev/valid-attachments"]).toEqual([{ containerID: "ctr1", ifname: "net1" }]);
     expect(readCacheEntry(cacheDir, "net-a", "ctr2", "net1")).toBeUndefined();
     expect(readCacheEntry(cacheDir, "other", "ctr1", "net1")).toBeDefined();
     rmSync(log);
-    gcNetworkList({ ...network, disableGC: true }, undefined, cacheDir, options);
-    gcNetworkList(list(["first"]), undefined, cacheDir, options);
+    await gcNetworkList({ ...network, disableGC: true }, undefined, cacheDir, options);
+    await gcNetworkList(list(["first"]), undefined, cacheDir, options);
     expect(calls().map((c) => c.call)).toEqual(["first DEL ctr1 net1 K8S_POD_NAME=web;IgnoreUnknown=1"]);
   });
 
-  it("STATUS runs each plugin from 1.1.0 on, stopping at the first error", () => {
-    statusNetworkList(list(["first"]), options);
+  it("GC reports a stale attachment's failed DEL with the plugin's code, after the other plugins' GC", async () => {
+    const network = list(["failing"], { cniVersion: "1.1.0", name: "brittle" });
+    await addNetworkList(network, { ...rt, containerId: "ctr3" }, options);
+    rmSync(log);
+    const error = await rejected(() => gcNetworkList(network, [], cacheDir, options));
+    expect(error.code).toBe(11);
+    expect(error.msg).toMatch(/^failed to delete stale attachment ctr3 net1: /);
+    expect(calls().map((c) => c.call.split(" ").slice(0, 2).join(" "))).toEqual(["failing DEL", "failing GC"]);
+  });
+
+  it("STATUS runs each plugin from 1.1.0 on, stopping at the first error", async () => {
+    await statusNetworkList(list(["first"]), options);
     expect(calls()).toEqual([]);
     plugin("unready", "", "STATUS");
-    expect(thrown(() => statusNetworkList(list(["unready", "first"], { cniVersion: "1.1.0" }), options)).code).toBe(11);
+    expect((await rejected(() => statusNetworkList(list(["unready", "first"], { cniVersion: "1.1.0" }), options))).code).toBe(11);
     expect(calls().map((c) => c.call)).toEqual(["unready STATUS   "]);
   });
 
-  it("asks plugins their versions", () => {
-    expect(pluginVersions("first", options)).toEqual(["0.4.0", "1.0.0"]);
-    expect(validateNetworkList(list(["first", "second"]), options)).toEqual(["mac"]);
-    expect(thrown(() => validateNetworkList(list(["first"], { cniVersion: "1.1.0" }), options)).msg).toBe(
+  it("asks plugins their versions", async () => {
+    expect(await pluginVersions("first", options)).toEqual(["0.4.0", "1.0.0"]);
+    expect(await validateNetworkList(list(["first", "second"]), options)).toEqual(["mac"]);
+    expect((await rejected(() => validateNetworkList(list(["first"], { cniVersion: "1.1.0" }), options))).msg).toBe(
       '[plugin first does not support config version "1.1.0"]',
     );
   });
 
-  it("searches binDir before CNI_PATH", () => {
+  it("searches binDir before CNI_PATH", async () => {
     expect(searchPath("/opt/multus/bin", "/opt/cni/bin::/opt/multus/bin")).toEqual(["/opt/multus/bin", "/opt/cni/bin"]);
     expect(searchPath(undefined, "/opt/cni/bin")).toEqual(["/opt/cni/bin"]);
   });

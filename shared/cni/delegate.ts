@@ -13,7 +13,7 @@
 import { messageOf } from "../errors.ts";
 import { CniError, ErrorCode } from "./errors.ts";
 import { CONTAINER_ID_PATTERN, validateContainerId, validateInterfaceName } from "./env.ts";
-import { type ExecOptions, type PluginEnv, execPlugin, findPlugin } from "./exec.ts";
+import { type ExecOptions, type PluginEnv, findPlugin, runDelegate } from "./exec.ts";
 import { type Injection, type NetworkList, type PluginConf, cniArgsString, describePlugin, gcOrStatusStdin, pluginStdin } from "./netlist.ts";
 import { parseResult } from "./result.ts";
 import { cachedResultJson, listCachedAttachments, readCachedResult, removeCacheEntry, writeCacheEntry } from "./result-cache.ts";
@@ -49,12 +49,12 @@ export function searchPath(binDir: string | undefined, cniPath: string): string[
  * ADD: every plugin in order, each given the previous one's result; the last result is cached
  * and returned, in the list's version. Nothing is undone on failure: that is the caller's DEL.
  */
-export function addNetworkList(list: NetworkList, rt: RuntimeConf, options: DelegateOptions): Result {
+export async function addNetworkList(list: NetworkList, rt: RuntimeConf, options: DelegateOptions): Promise<Result> {
   requirePlugins(list);
   let result: Result | undefined;
   for (const plugin of list.plugins) {
     try {
-      result = addOne(list, plugin, result, rt, options);
+      result = await addOne(list, plugin, result, rt, options);
     } catch (err) {
       throw wrap(err, `plugin ${describePlugin(plugin)} failed (add): `);
     }
@@ -74,14 +74,14 @@ export function addNetworkList(list: NetworkList, rt: RuntimeConf, options: Dele
   return final;
 }
 
-function addOne(list: NetworkList, plugin: PluginConf, prevResult: Result | undefined, rt: RuntimeConf, options: DelegateOptions): Result {
+async function addOne(list: NetworkList, plugin: PluginConf, prevResult: Result | undefined, rt: RuntimeConf, options: DelegateOptions): Promise<Result> {
   const binary = findPlugin(plugin.type, options.path);
   if (rt.containerId === "") throw new CniError(ErrorCode.UnknownContainer, "missing containerID");
   validateContainerId(rt.containerId);
   validateNetworkName(list.name);
   validateInterfaceName(rt.ifName);
   const stdin = pluginStdin(list, plugin, injection(rt, prevResult));
-  const stdout = execPlugin(binary, "ADD", pluginEnv(rt, options), stdin, options);
+  const stdout = await runDelegate(binary, "ADD", pluginEnv(rt, options), stdin, options);
   let decoded: unknown;
   try {
     decoded = JSON.parse(stdout);
@@ -94,7 +94,7 @@ function addOne(list: NetworkList, plugin: PluginConf, prevResult: Result | unde
 }
 
 /** CHECK (>= 0.4.0): every plugin in order, each given the cached result. */
-export function checkNetworkList(list: NetworkList, rt: RuntimeConf, options: DelegateOptions): void {
+export async function checkNetworkList(list: NetworkList, rt: RuntimeConf, options: DelegateOptions): Promise<void> {
   if (compareVersions(list.cniVersion, "0.4.0") < 0) {
     throw new CniError(ErrorCode.IncompatibleVersion, `configuration version ${JSON.stringify(list.cniVersion)} does not support the CHECK command`);
   }
@@ -107,7 +107,7 @@ export function checkNetworkList(list: NetworkList, rt: RuntimeConf, options: De
   }
   for (const plugin of list.plugins) {
     const stdin = pluginStdin(list, plugin, injection(rt, cached));
-    execPlugin(findPlugin(plugin.type, options.path), "CHECK", pluginEnv(rt, options), stdin, options);
+    await runDelegate(findPlugin(plugin.type, options.path), "CHECK", pluginEnv(rt, options), stdin, options);
   }
 }
 
@@ -116,7 +116,7 @@ export function checkNetworkList(list: NetworkList, rt: RuntimeConf, options: De
  * not read is dropped and DEL goes on without it). The first failure stops it and keeps the cache
  * for the retry; success removes it.
  */
-export function delNetworkList(list: NetworkList, rt: RuntimeConf, options: DelegateOptions): void {
+export async function delNetworkList(list: NetworkList, rt: RuntimeConf, options: DelegateOptions): Promise<void> {
   let cached: Result | undefined;
   if (compareVersions(list.cniVersion, "0.4.0") >= 0) {
     try {
@@ -128,7 +128,7 @@ export function delNetworkList(list: NetworkList, rt: RuntimeConf, options: Dele
   for (const plugin of [...list.plugins].reverse()) {
     try {
       const stdin = pluginStdin(list, plugin, injection(rt, cached));
-      execPlugin(findPlugin(plugin.type, options.path), "DEL", pluginEnv(rt, options), stdin, options);
+      await runDelegate(findPlugin(plugin.type, options.path), "DEL", pluginEnv(rt, options), stdin, options);
     } catch (err) {
       throw wrap(err, `plugin ${describePlugin(plugin)} failed (delete): `);
     }
@@ -141,7 +141,7 @@ export function delNetworkList(list: NetworkList, rt: RuntimeConf, options: Dele
  * `validAttachments` (undefined: none is valid), with the values it was added with; then, for
  * versions >= 1.1.0, GC on every plugin. Goes on past failures and throws them all at the end.
  */
-export function gcNetworkList(list: NetworkList, validAttachments: Attachment[] | undefined, cacheDir: string, options: DelegateOptions): void {
+export async function gcNetworkList(list: NetworkList, validAttachments: Attachment[] | undefined, cacheDir: string, options: DelegateOptions): Promise<void> {
   if (list.disableGC) return;
   const valid = new Set((validAttachments ?? []).map((a) => attachmentKey(a.containerID, a.ifname)));
   const errors: CniError[] = [];
@@ -163,7 +163,7 @@ export function gcNetworkList(list: NetworkList, validAttachments: Attachment[] 
       cacheDir,
     };
     try {
-      delNetworkList(list, rt, options);
+      await delNetworkList(list, rt, options);
     } catch (err) {
       errors.push(wrap(err, `failed to delete stale attachment ${rt.containerId} ${rt.ifName}: `));
     }
@@ -171,7 +171,7 @@ export function gcNetworkList(list: NetworkList, validAttachments: Attachment[] 
   if (compareVersions(list.cniVersion, "1.1.0") >= 0) {
     for (const plugin of list.plugins) {
       try {
-        runWithoutAttachment(plugin, "GC", gcOrStatusStdin(list, plugin, validAttachments), options);
+        await runWithoutAttachment(plugin, "GC", gcOrStatusStdin(list, plugin, validAttachments), options);
       } catch (err) {
         errors.push(wrap(err, `failed to GC plugin ${plugin.type}: `));
       }
@@ -182,10 +182,10 @@ export function gcNetworkList(list: NetworkList, validAttachments: Attachment[] 
 }
 
 /** STATUS (>= 1.1.0; older lists succeed silently): every plugin, the first error as it was. */
-export function statusNetworkList(list: NetworkList, options: DelegateOptions): void {
+export async function statusNetworkList(list: NetworkList, options: DelegateOptions): Promise<void> {
   if (compareVersions(list.cniVersion, "1.1.0") < 0) return;
   for (const plugin of list.plugins) {
-    runWithoutAttachment(plugin, "STATUS", gcOrStatusStdin(list, plugin), options);
+    await runWithoutAttachment(plugin, "STATUS", gcOrStatusStdin(list, plugin), options);
   }
 }
 
@@ -193,10 +193,10 @@ export function statusNetworkList(list: NetworkList, options: DelegateOptions): 
  * The versions a plugin supports, from its VERSION answer (libcni `GetVersionInfo`: stdin
  * `{"cniVersion":"1.1.0"}`, dummy values for plugins built on an old skel).
  */
-export function pluginVersions(type: string, options: DelegateOptions): string[] {
+export async function pluginVersions(type: string, options: DelegateOptions): Promise<string[]> {
   const binary = findPlugin(type, options.path);
   const env: PluginEnv = { containerId: "", netns: "dummy", ifName: "dummy", args: "", path: ["dummy"] };
-  const stdout = execPlugin(binary, "VERSION", env, JSON.stringify({ cniVersion: LATEST }), options);
+  const stdout = await runDelegate(binary, "VERSION", env, JSON.stringify({ cniVersion: LATEST }), options);
   let decoded: unknown;
   try {
     decoded = JSON.parse(stdout);
@@ -218,12 +218,12 @@ export function pluginVersions(type: string, options: DelegateOptions): string[]
  * libcni `ValidateNetworkList`: every plugin is found and supports the list's version. Returns the
  * capabilities the list declares, each once.
  */
-export function validateNetworkList(list: NetworkList, options: DelegateOptions): string[] {
+export async function validateNetworkList(list: NetworkList, options: DelegateOptions): Promise<string[]> {
   const wanted = list.cniVersion || "0.1.0";
   const problems: string[] = [];
   for (const plugin of list.plugins) {
     try {
-      if (!pluginVersions(plugin.type, options).includes(wanted)) {
+      if (!(await pluginVersions(plugin.type, options)).includes(wanted)) {
         problems.push(`plugin ${plugin.type} does not support config version ${JSON.stringify(wanted)}`);
       }
     } catch (err) {
@@ -263,9 +263,9 @@ function pluginEnv(rt: RuntimeConf, options: DelegateOptions): PluginEnv {
 }
 
 /** GC and STATUS: CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME and CNI_ARGS empty. */
-function runWithoutAttachment(plugin: PluginConf, command: Verb, stdin: string, options: DelegateOptions): void {
+async function runWithoutAttachment(plugin: PluginConf, command: Verb, stdin: string, options: DelegateOptions): Promise<void> {
   const env: PluginEnv = { containerId: "", netns: "", ifName: "", args: "", path: [...options.path] };
-  execPlugin(findPlugin(plugin.type, options.path), command, env, stdin, options);
+  await runDelegate(findPlugin(plugin.type, options.path), command, env, stdin, options);
 }
 
 function attachmentKey(containerId: string, ifName: string): string {

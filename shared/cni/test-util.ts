@@ -17,3 +17,14 @@ export function thrown(fn: () => unknown): ThrownError {
   }
   throw new Error("expected a CniError, but nothing was thrown");
 }
+
+/** The CniError the promise `fn` returns rejects with, as plain data (thrown's async twin). */
+export async function rejected(fn: () => Promise<unknown>): Promise<ThrownError> {
+  try {
+    await fn();
+  } catch (err) {
+    if (err instanceof CniError) return { code: err.code, msg: err.message, details: err.details };
+    throw err;
+  }
+  throw new Error("expected a CniError, but nothing was thrown");
+}
