@@ -30,7 +30,7 @@ import { installerKubeconfigText, startCluster, type Cluster } from "../conforma
 import { RELAY_SCRIPT } from "../conformance/kube/relay.ts";
 import { createNad, createPod, filesUnder, multusKubeconfigText, primaryNetwork } from "../conformance/kube/multus.ts";
 import { AdminApi, requestsBetween } from "../conformance/kube/objects.ts";
-import { median, percentile } from "./stats.ts";
+import { median, percentile, tableLines } from "./stats.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const UPSTREAM_PLUGINS = join(ROOT, ".cache/upstream/plugins-v1.9.1");
@@ -871,20 +871,12 @@ function report(seq: Map<Impl["name"], Sequential>, races: Map<Impl["name"], Rac
   text("left after the DELs: releases journalled for the node's next call", (i) => String(r(i).journalled));
   text("left after each node's next call: IPPool entries, reservations", (i) => `${r(i).leftAfterNext.poolEntries}, ${r(i).leftAfterNext.reservations}`);
 
-  const header = ["", "ours", "upstream", "ratio"];
-  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((cells) => cells[c]!.length)));
-  const line = (cells: string[]) =>
-    `  ${cells[0]!.padEnd(widths[0]!)}  ${cells
-      .slice(1)
-      .map((cell, c) => cell.padStart(widths[c + 1]!))
-      .join("  ")}`;
   console.log(
     `multus: eth0 upstream ptp + host-local (a conflist file, clusterNetwork), net1 NAD macvlan-conf (macvlan + whereabouts, Kubernetes store, ${RANGE});\n` +
       "  ours: bin/multus, bin/macvlan (run in multus' process: its file is multus' own), bin/whereabouts; upstream: multus v4.3.0 thin, macvlan v1.9.1, whereabouts v0.9.4;\n" +
       `  ${SEQUENTIAL_PODS} pods one at a time, then ${RACE_PODS} over ${NODES} nodes at once (${IN_FLIGHT_PER_NODE} per node); one API server, 2 cores shared:`,
   );
-  console.log(line(header));
-  for (const cells of rows) console.log(line(cells));
+  for (const line of tableLines(["", "ours", "upstream", "ratio"], rows)) console.log(line);
   for (const impl of IMPLS) {
     const i = impl.name;
     console.log(`  ${i}: API requests per ADD, one at a time: ${perPod(s(i).addRequests, s(i).adds.length).detail}`);

@@ -23,7 +23,8 @@ import { type Cluster, installerKubeconfigText, startCluster } from "../conforma
 import { createNad, multusKubeconfigText, podEvents } from "../conformance/kube/multus.ts";
 import { AdminApi } from "../conformance/kube/objects.ts";
 import { type KubeNode, startNode } from "../conformance/node/node.ts";
-import { percentile } from "./stats.ts";
+import { PRIMARY_CONFLIST, installPrimaryNetwork } from "../conformance/node/primary.ts";
+import { percentile, tableLines } from "./stats.ts";
 
 const ONE_AT_A_TIME = Number(process.env.BENCH_PODS_ONE_AT_A_TIME ?? 20);
 /** Pods created at once, split over the two nodes. */
@@ -152,25 +153,9 @@ export async function benchPods(): Promise<void> {
   report(runs);
 }
 
-/** The node's primary network (upstream bridge + host-local) and the installers' node files. */
+/** The node's primary network (conformance/node/primary.ts) and the installers' node files. */
 function prepareNode(node: KubeNode, index: number, cluster: Cluster): void {
-  for (const plugin of ["bridge", "host-local", "loopback"]) copyFileSync(join(UPSTREAM_BIN, plugin), join(node.cniBinDir, plugin));
-  writeFileSync(
-    join(node.cniConfDir, "10-bridge.conflist"),
-    JSON.stringify({
-      cniVersion: "1.0.0",
-      name: "podnet",
-      plugins: [
-        {
-          type: "bridge",
-          bridge: bridgeName(index),
-          isGateway: true,
-          ipMasq: false,
-          ipam: { type: "host-local", ranges: [[{ subnet: `10.244.${index + 1}.0/24` }]], routes: [{ dst: "0.0.0.0/0" }] },
-        },
-      ],
-    }),
-  );
+  installPrimaryNetwork(node, { index, bridge: bridgeName(index) });
   for (const folder of ["multus.d", "whereabouts.d"]) mkdirSync(join(node.cniConfDir, folder), { recursive: true });
   writeFileSync(join(node.cniConfDir, "multus.d/multus.kubeconfig"), multusKubeconfigText(cluster), { mode: 0o600 });
   writeFileSync(
@@ -205,7 +190,7 @@ function install(node: KubeNode, impl: Impl): void {
       name: "multus-cni-network",
       type: "multus",
       kubeconfig: "/etc/cni/net.d/multus.d/multus.kubeconfig",
-      clusterNetwork: "/etc/cni/net.d/10-bridge.conflist",
+      clusterNetwork: PRIMARY_CONFLIST,
       logLevel: "error",
       logFile: "/var/log/multus.log",
     }),
@@ -331,19 +316,11 @@ function report(runs: Map<Impl["name"], ImplRun>): void {
   text("FailedCreatePodSandBox events (one at a time, at once)", (r) => `${r.oneAtATime.failedSandboxes}, ${r.batch.failedSandboxes}`);
   row("every pod deleted: until none listed and the pool empty", (r) => r.deleteSeconds, 1, " s");
   text("left: IPPool entries, reservations", (r) => `${r.left.poolEntries}, ${r.left.reservations}`);
-  const header = ["", "ours", "upstream", "ratio"];
-  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((cells) => cells[c]!.length)));
-  const line = (cells: string[]) =>
-    `  ${cells[0]!.padEnd(widths[0]!)}  ${cells
-      .slice(1)
-      .map((cell, c) => cell.padStart(widths[c + 1]!))
-      .join("  ")}`;
   console.log(
     `pods on real nodes: 2 nodes (containerd 2.2.9 + kubelet), eth0 upstream bridge + host-local, net1 NAD macvlan-conf (macvlan + whereabouts, Kubernetes store);\n` +
       "  ours: bin/cni-plugins as multus, macvlan, whereabouts; upstream: multus v4.3.0 thin, macvlan v1.9.1, whereabouts v0.9.4; the time is create to Running (polled every 100 ms):",
   );
-  console.log(line(header));
-  for (const cells of rows) console.log(line(cells));
+  for (const line of tableLines(["", "ours", "upstream", "ratio"], rows)) console.log(line);
 }
 
 if (import.meta.main) await benchPods();

@@ -18,14 +18,15 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { spawn, spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT, UPSTREAM_BIN, sweepStale } from "./harness.ts";
+import { ROOT, sweepStale } from "./harness.ts";
 import { type Cluster, KUBE_BIN, startCluster } from "./kube/cluster.ts";
 import { createNad, filesUnder, podEvents, poolEntries } from "./kube/multus.ts";
 import { AdminApi } from "./kube/objects.ts";
 import { type ServiceProxy, startServiceProxy } from "./kube/service-proxy.ts";
 import { type KubeNode, startNode } from "./node/node.ts";
+import { PRIMARY_CONFLIST, installPrimaryNetwork } from "./node/primary.ts";
 import { buildImage } from "../scripts/image.ts";
 
 const NAMESPACE = "default";
@@ -71,7 +72,7 @@ beforeAll(async () => {
     const node = await startNode(cluster, { name: `e2e${letter}-${process.pid}`, log });
     nodes.push(node);
     node.ctr(["images", "import", image.archive]);
-    primaryNetwork(node, index);
+    installPrimaryNetwork(node, { index, bridge: bridgeName(index) });
   }
   cluster.kubectl(["apply", "-f", join(ROOT, "deploy/crds")]);
   cluster.kubectl(["apply", "-f", join(ROOT, "deploy")]);
@@ -100,31 +101,6 @@ afterAll(async () => {
 /** The bridge of node `index`'s primary network: 15 characters at most, this run's own. */
 function bridgeName(index: number): string {
   return `e2eb${index}-${process.pid % 100_000}`;
-}
-
-/**
- * The node's primary network, as the cluster's own CNI would install it: upstream bridge +
- * host-local in the node's bin dir, a conflist in its conf dir; a bridge and a subnet per node
- * (both nodes' bridges live in the one host namespace).
- */
-function primaryNetwork(node: KubeNode, index: number): void {
-  for (const plugin of ["bridge", "host-local", "loopback"]) copyFileSync(join(UPSTREAM_BIN, plugin), join(node.cniBinDir, plugin));
-  writeFileSync(
-    join(node.cniConfDir, "10-bridge.conflist"),
-    JSON.stringify({
-      cniVersion: "1.1.0",
-      name: "podnet",
-      plugins: [
-        {
-          type: "bridge",
-          bridge: bridgeName(index),
-          isGateway: true,
-          ipMasq: false,
-          ipam: { type: "host-local", ranges: [[{ subnet: `10.244.${index + 1}.0/24` }]], routes: [{ dst: "0.0.0.0/0" }] },
-        },
-      ],
-    }),
-  );
 }
 
 // ---- pods ----------------------------------------------------------------------------------------
@@ -221,7 +197,7 @@ describe("the DaemonSet on two nodes", () => {
         expect(statSync(join(node.cniBinDir, plugin)).ino, `${node.name} ${plugin}`).toBe(executable.ino);
       }
       const conf = JSON.parse(readFileSync(join(node.cniConfDir, "00-multus.conflist"), "utf8")) as { plugins: Record<string, unknown>[] };
-      expect(conf.plugins[0]).toMatchObject({ type: "multus", clusterNetwork: "/etc/cni/net.d/10-bridge.conflist" });
+      expect(conf.plugins[0]).toMatchObject({ type: "multus", clusterNetwork: PRIMARY_CONFLIST });
       for (const file of ["multus.d/multus.kubeconfig", "whereabouts.d/whereabouts.kubeconfig", "whereabouts.d/whereabouts.conf"]) {
         expect(statSync(join(node.cniConfDir, file)).mode & 0o777, `${node.name} ${file}`).toBe(0o600);
       }
